@@ -1,0 +1,35 @@
+"""pyhf_dask: lazy Dask graphs of pyhf hypothesis tests over signal grids.
+
+Example:
+    >>> import pyhf_dask
+    >>> grid = pyhf_dask.SignalGrid.from_path("RegionA.tar.gz")  # doctest: +SKIP
+    >>> ds = pyhf_dask.scan(grid)          # lazy xarray.Dataset  # doctest: +SKIP
+    >>> ds = ds.compute()                  # runs the fits        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from pyhf_dask import config
+from pyhf_dask._version import __version__
+from pyhf_dask.exceptions import InputError, MissingDependency, PyhfDaskError
+from pyhf_dask.grid import SignalGrid, signal_patch, simple_workspace
+from pyhf_dask.kernels import fit_chunk
+from pyhf_dask.results import summarize, to_netcdf, unstack, upper_limits
+from pyhf_dask.scan import scan
+
+__all__ = [
+    "InputError",
+    "MissingDependency",
+    "PyhfDaskError",
+    "SignalGrid",
+    "__version__",
+    "config",
+    "fit_chunk",
+    "scan",
+    "signal_patch",
+    "simple_workspace",
+    "summarize",
+    "to_netcdf",
+    "unstack",
+    "upper_limits",
+]

@@ -1,0 +1,86 @@
+"""Exceptions raised by pyhf_dask.
+
+Every error that a user can cause with bad input derives from :class:`PyhfDaskError`,
+so the command line can print one clear line for it instead of a traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "InputError",
+    "InvalidArchive",
+    "InvalidGrid",
+    "InvalidJSON",
+    "InvalidOption",
+    "InvalidPatch",
+    "InvalidWorkspace",
+    "MissingDependency",
+    "PyhfDaskError",
+    "SettingsMismatch",
+    "VersionMismatch",
+]
+
+
+class PyhfDaskError(Exception):
+    """Base class of all pyhf_dask errors."""
+
+
+class InputError(PyhfDaskError, ValueError):
+    """Bad user input: a file, an option or a grid that cannot be used."""
+
+    #: Short category name printed by the CLI in front of the message.
+    category = "input"
+
+
+class InvalidJSON(InputError):
+    """A file is missing, unreadable or not valid JSON."""
+
+    category = "json"
+
+
+class InvalidWorkspace(InputError):
+    """A background-only workspace fails pyhf's schema or holds unusable numbers."""
+
+    category = "workspace"
+
+
+class InvalidPatch(InputError):
+    """A patch or patchset cannot be read, does not match, or does not apply."""
+
+    category = "patch"
+
+
+class InvalidArchive(InputError):
+    """An archive or folder does not hold what a scan needs, or holds unsafe paths."""
+
+    category = "archive"
+
+
+class InvalidGrid(InputError):
+    """The signal grid is empty, has duplicate points or unparsable coordinates."""
+
+    category = "grid"
+
+
+class InvalidOption(InputError):
+    """An option has a value that is not allowed."""
+
+    category = "option"
+
+
+class SettingsMismatch(InputError):
+    """A result store was made with other inputs or settings than the ones given."""
+
+    category = "resume"
+
+
+class VersionMismatch(PyhfDaskError):
+    """Client and workers run different versions of pyhf_dask or pyhf."""
+
+    category = "version"
+
+
+class MissingDependency(PyhfDaskError, ImportError):
+    """An optional dependency is not installed; the message names the extra."""
+
+    category = "dependency"

@@ -1,0 +1,283 @@
+"""Reading likelihood inputs: JSON files, workspaces, patchsets, folders and archives.
+
+Everything here turns bad input into one :mod:`pyhf_dask.exceptions` error whose message
+names the file and what is wrong with it. Archives are read in memory, member by member,
+after every member has passed the checks of :func:`tarfile.data_filter` (no absolute
+paths, no ``..``, no links leaving the archive), so nothing is ever written outside.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import tarfile
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from pyhf_dask.exceptions import InvalidArchive, InvalidJSON, InvalidPatch, InvalidWorkspace
+
+__all__ = [
+    "FileTree",
+    "check_workspace",
+    "find_region",
+    "load_json",
+    "parse_json",
+    "patch_name",
+]
+
+log = logging.getLogger(__name__)
+
+_BKG_ONLY_NAMES = ("bkgonly.json",)
+_PATCH_PREFIX = "patch."
+
+
+def parse_json(text: str | bytes, where: str) -> Any:
+    """Parse JSON text, raising :class:`InvalidJSON` with the file and the position.
+
+    Example:
+        >>> parse_json('{"a": 1}', "x.json")
+        {'a': 1}
+    """
+    try:
+        return json.loads(text)
+    except UnicodeDecodeError as exc:
+        msg = f"{where}: not UTF-8 text (byte {exc.start})"
+        raise InvalidJSON(msg) from exc
+    except json.JSONDecodeError as exc:
+        if not str(text).strip():
+            msg = f"{where}: the file is empty"
+        else:
+            msg = f"{where}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        raise InvalidJSON(msg) from exc
+
+
+def load_json(path: str | os.PathLike[str]) -> Any:
+    """Read and parse a JSON file with a clear error for a missing or malformed file."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as exc:
+        msg = f"{path}: no such file"
+        raise InvalidJSON(msg) from exc
+    except IsADirectoryError as exc:
+        msg = f"{path}: is a directory, expected a JSON file"
+        raise InvalidJSON(msg) from exc
+    except OSError as exc:
+        msg = f"{path}: cannot be read ({exc.strerror})"
+        raise InvalidJSON(msg) from exc
+    return parse_json(data, os.fspath(path))
+
+
+def patch_name(filename: str) -> str:
+    """Name of a HEPData jsonpatch file: the file name without ``patch.`` and ``.json``.
+
+    Example:
+        >>> patch_name("RegionA/patch.sbottom_1300_205_60.json")
+        'sbottom_1300_205_60'
+    """
+    name = PurePosixPath(filename).name
+    name = name.removesuffix(".json")
+    return name.removeprefix(_PATCH_PREFIX)
+
+
+def _bad_number(value: Any) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
+
+
+def _check_numbers(values: Any, where: str, *, allow_negative: bool) -> None:
+    if not isinstance(values, list):
+        return
+    for index, value in enumerate(values):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if _bad_number(value):
+            msg = f"{where}[{index}] is {value} (NaN or infinite yields are not allowed)"
+            raise InvalidWorkspace(msg)
+        if value < 0 and not allow_negative:
+            msg = f"{where}[{index}] is negative ({value})"
+            raise InvalidWorkspace(msg)
+
+
+def check_yields(spec: Mapping[str, Any], where: str) -> None:
+    """Reject NaN, infinite or negative sample yields and observations in a workspace."""
+    for channel in spec.get("channels", []):
+        for sample in channel.get("samples", []):
+            label = f"{where}: channel {channel.get('name')!r} sample {sample.get('name')!r} data"
+            _check_numbers(sample.get("data"), label, allow_negative=False)
+            for modifier in sample.get("modifiers", []):
+                data = modifier.get("data")
+                mlabel = f"{where}: modifier {modifier.get('name')!r} of sample {sample.get('name')!r}"
+                if isinstance(data, dict):
+                    for key, values in data.items():
+                        if isinstance(values, list):
+                            _check_numbers(values, f"{mlabel} {key}", allow_negative=True)
+                        elif _bad_number(values):
+                            msg = f"{mlabel} {key} is {values}"
+                            raise InvalidWorkspace(msg)
+                else:
+                    _check_numbers(data, mlabel, allow_negative=True)
+    for observation in spec.get("observations", []):
+        label = f"{where}: observations of {observation.get('name')!r}"
+        _check_numbers(observation.get("data"), label, allow_negative=False)
+
+
+def check_workspace(spec: Any, where: str) -> dict[str, Any]:
+    """Validate a background-only workspace against pyhf's schema and its numbers.
+
+    Raises:
+        InvalidWorkspace: naming ``where`` and the first problem found.
+    """
+    import pyhf
+
+    if not isinstance(spec, dict):
+        msg = f"{where}: a workspace must be a JSON object, found {type(spec).__name__}"
+        raise InvalidWorkspace(msg)
+    try:
+        pyhf.schema.validate(spec, "workspace.json")
+    except pyhf.exceptions.InvalidSpecification as exc:
+        reason = getattr(exc, "message", None) or str(exc).splitlines()[0]
+        detail = getattr(exc, "path", "")
+        at = f" at {detail}" if detail else ""
+        msg = f"{where}: not a valid pyhf workspace{at}: {reason}"
+        raise InvalidWorkspace(msg) from exc
+    check_yields(spec, where)
+    return spec
+
+
+@dataclass(frozen=True)
+class _Member:
+    path: PurePosixPath
+    read: Callable[[], bytes]
+
+
+class FileTree:
+    """The JSON files of a folder or a ``.tar.gz`` archive, addressed by relative path."""
+
+    def __init__(self, source: str, members: list[_Member]) -> None:
+        self.source = source
+        self._members = {m.path: m for m in members}
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> FileTree:
+        """Index a folder or a tar archive (``.tar``, ``.tar.gz``, ``.tgz``)."""
+        path = Path(path)
+        if path.is_dir():
+            return cls._from_directory(path)
+        if not path.exists():
+            msg = f"{path}: no such file or folder"
+            raise InvalidArchive(msg)
+        return cls._from_tar(path)
+
+    @classmethod
+    def _from_directory(cls, root: Path) -> FileTree:
+        members = []
+        for file in sorted(root.rglob("*.json")):
+            rel = PurePosixPath(file.relative_to(root).as_posix())
+            members.append(_Member(rel, file.read_bytes))
+        return cls(os.fspath(root), members)
+
+    @classmethod
+    def _from_tar(cls, path: Path) -> FileTree:
+        try:
+            tar = tarfile.open(path, mode="r:*")
+        except (tarfile.TarError, OSError) as exc:
+            msg = f"{path}: not a readable tar archive ({exc})"
+            raise InvalidArchive(msg) from exc
+        with tar:
+            infos = tar.getmembers()
+            dest = os.path.realpath("/nonexistent-extraction-root")
+            for info in infos:
+                try:
+                    tarfile.data_filter(info, dest)
+                except tarfile.FilterError as exc:
+                    msg = f"{path}: unsafe archive member {info.name!r}: {exc}"
+                    raise InvalidArchive(msg) from exc
+            contents: dict[str, bytes] = {}
+            for info in infos:
+                if info.isfile() and info.name.endswith(".json"):
+                    stream = tar.extractfile(info)
+                    if stream is not None:
+                        contents[info.name] = stream.read()
+        members = [
+            _Member(PurePosixPath(name), (lambda data=data: data))
+            for name, data in sorted(contents.items())
+        ]
+        return cls(os.fspath(path), members)
+
+    def __iter__(self) -> Iterator[PurePosixPath]:
+        return iter(self._members)
+
+    def where(self, path: PurePosixPath) -> str:
+        """Human-readable location of a member, e.g. ``archive.tar.gz:RegionA/BkgOnly.json``."""
+        return f"{self.source}:{path}" if not Path(self.source).is_dir() else os.fspath(
+            Path(self.source) / path
+        )
+
+    def load(self, path: PurePosixPath) -> Any:
+        """Parse one member as JSON."""
+        return parse_json(self._members[path].read(), self.where(path))
+
+    def folders(self) -> list[PurePosixPath]:
+        """Folders (relative) that hold a background-only workspace."""
+        return sorted({p.parent for p in self if p.name.lower() in _BKG_ONLY_NAMES})
+
+
+@dataclass(frozen=True)
+class Region:
+    """What one folder of a tree holds: the workspace and either a patchset or patch files."""
+
+    tree: FileTree
+    workspace: PurePosixPath
+    patchset: PurePosixPath | None
+    patch_files: tuple[PurePosixPath, ...]
+
+
+def find_region(tree: FileTree, region: str | None) -> Region:
+    """Locate the background-only workspace and its patches in a tree.
+
+    Args:
+        tree: the indexed folder or archive.
+        region: sub-folder name (or relative path) to use when the tree holds several.
+    """
+    folders = tree.folders()
+    if not folders:
+        msg = f"{tree.source}: holds no BkgOnly.json background-only workspace"
+        raise InvalidArchive(msg)
+    if region is not None:
+        wanted = PurePosixPath(region.strip("/"))
+        chosen = [f for f in folders if f == wanted or f.name == wanted.name and (
+            len(wanted.parts) == 1)]
+        if not chosen:
+            names = ", ".join(str(f) or "." for f in folders)
+            msg = f"{tree.source}: no region {region!r} (regions: {names})"
+            raise InvalidArchive(msg)
+        if len(chosen) > 1:
+            names = ", ".join(str(f) for f in chosen)
+            msg = f"{tree.source}: region {region!r} is ambiguous ({names})"
+            raise InvalidArchive(msg)
+        folder = chosen[0]
+    elif len(folders) == 1:
+        folder = folders[0]
+    else:
+        names = ", ".join(str(f) for f in folders)
+        msg = f"{tree.source}: holds several regions, choose one with --region ({names})"
+        raise InvalidArchive(msg)
+    files = [p for p in tree if p.parent == folder]
+    workspace = next(p for p in files if p.name.lower() in _BKG_ONLY_NAMES)
+    patch_files = tuple(p for p in files if p.name.startswith(_PATCH_PREFIX))
+    patchsets = [p for p in files if "patchset" in p.name.lower()]
+    if patch_files and patchsets:
+        msg = f"{tree.where(folder)}: holds both patch files and a patchset; use one"
+        raise InvalidArchive(msg)
+    if len(patchsets) > 1:
+        msg = f"{tree.where(folder)}: holds several patchsets ({', '.join(map(str, patchsets))})"
+        raise InvalidArchive(msg)
+    if not patch_files and not patchsets:
+        msg = f"{tree.where(folder)}: holds no patch.*.json files and no patchset"
+        raise InvalidPatch(msg)
+    return Region(tree, workspace, patchsets[0] if patchsets else None, patch_files)

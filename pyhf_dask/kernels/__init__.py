@@ -1,0 +1,146 @@
+"""Fit kernels: functions that run the hypothesis tests of a chunk of grid points.
+
+Every kernel has the signature of :func:`pyhf_dask.kernels.reference.hypotest_chunk`:
+it takes the background-only workspace, the chunk's patches and the options as plain data
+and returns a dict of NumPy arrays with the fields in :data:`FIELDS`. The worker function
+shipped to executors is :func:`fit_chunk`, which picks the kernel by name.
+
+Status values per point: ``"converged"``; ``"failed"`` (the fit raised or did not
+converge; the message says why); ``"fallback"`` (converged, computed by the reference
+kernel because the requested kernel cannot handle the model; the message says why).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from pyhf_dask.exceptions import InvalidOption
+from pyhf_dask.grid import FunctionPatches, Patch, materialize
+
+__all__ = [
+    "BAND",
+    "FIELDS",
+    "KERNELS",
+    "STATUS",
+    "FitOptions",
+    "empty_result",
+    "fit_chunk",
+    "get_kernel",
+    "resolve_kernel",
+]
+
+#: Expected-band members, in units of standard deviations.
+BAND = (-2, -1, 0, 1, 2)
+#: Per-point status values.
+STATUS = ("converged", "failed", "fallback")
+#: Output fields of a kernel: name -> (dtype, extra dims after ``point``).
+FIELDS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "CLs_obs": ("float64", ("poi",)),
+    "CLs_exp": ("float64", ("poi", "band")),
+    "status": ("U9", ()),
+    "message": ("object", ()),
+    "fit_time": ("float64", ()),
+}
+
+#: Kernel name -> "module:function".
+KERNELS = {
+    "pyhf": "pyhf_dask.kernels.reference:hypotest_chunk",
+    "jax": "pyhf_dask.kernels.jax_kernel:hypotest_chunk",
+}
+
+Kernel = Callable[[dict[str, Any], list[Patch], dict[str, Any]], dict[str, np.ndarray]]
+
+
+class FitOptions(NamedTuple):
+    """Settings of a hypothesis test, shipped to workers as a plain dict."""
+
+    poi_values: tuple[float, ...] = (1.0,)
+    test_stat: str = "qtilde"
+    calctype: str = "asymptotics"
+    normsys_interpcode: str = "code1"
+    histosys_interpcode: str = "code0"
+    measurement: str | None = None
+    gradient_tolerance: float = 1.0
+    device: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form for task arguments."""
+        data = self._asdict()
+        data["poi_values"] = [float(v) for v in self.poi_values]
+        return data
+
+
+def resolve_kernel(name: str | None) -> str:
+    """Resolve ``"auto"``/``None`` to ``"jax"`` when JAX is installed, else ``"pyhf"``.
+
+    Example:
+        >>> resolve_kernel("pyhf")
+        'pyhf'
+    """
+    from pyhf_dask import config
+
+    name = config.resolve(name, "kernel")
+    if name == "auto":
+        return "jax" if importlib.util.find_spec("jax") is not None else "pyhf"
+    if name not in KERNELS:
+        msg = f"unknown kernel {name!r} (choose from: auto, {', '.join(KERNELS)})"
+        raise InvalidOption(msg)
+    return str(name)
+
+
+def get_kernel(name: str) -> Kernel:
+    """The kernel function registered under ``name``."""
+    if name not in KERNELS:
+        msg = f"unknown kernel {name!r} (choose from: {', '.join(KERNELS)})"
+        raise InvalidOption(msg)
+    module, _, func = KERNELS[name].partition(":")
+    if name == "jax":
+        from pyhf_dask._optional import require
+
+        require("jax", "jax")
+    return getattr(importlib.import_module(module), func)  # type: ignore[no-any-return]
+
+
+def empty_result(n_points: int, n_poi: int) -> dict[str, np.ndarray]:
+    """A result of ``n_points`` points, all NaN and ``"failed"``, to be filled in."""
+    return {
+        "CLs_obs": np.full((n_points, n_poi), np.nan),
+        "CLs_exp": np.full((n_points, n_poi, len(BAND)), np.nan),
+        "status": np.full(n_points, "failed", dtype=FIELDS["status"][0]),
+        "message": np.full(n_points, "", dtype=object),
+        "fit_time": np.full(n_points, np.nan),
+    }
+
+
+def fit_chunk(
+    kernel: str,
+    workspace: dict[str, Any],
+    patches: Sequence[Patch] | FunctionPatches,
+    options: dict[str, Any],
+) -> dict[str, np.ndarray]:
+    """Worker entry point: fit one chunk of points with the named kernel.
+
+    Takes and returns only plain data, so it can run in any process of any executor.
+    A kernel that raises for the whole chunk marks every point of the chunk failed.
+
+    Example:
+        >>> from pyhf_dask.grid import simple_workspace, signal_patch
+        >>> ws = simple_workspace([12.0, 11.0], [50.0, 52.0], [3.0, 7.0], [51.0, 48.0])
+        >>> out = fit_chunk("pyhf", ws, [signal_patch([12.0, 11.0])], FitOptions().to_dict())
+        >>> out["status"].tolist()
+        ['converged']
+    """
+    chunk = materialize(patches)
+    n_poi = len(options["poi_values"])
+    try:
+        func = get_kernel(kernel)
+        return func(workspace, chunk, options)
+    except Exception as exc:  # a kernel bug or a broken worker must not lose the chunk
+        result = empty_result(len(chunk), n_poi)
+        result["message"][:] = f"kernel {kernel!r} failed on the chunk: {type(exc).__name__}: {exc}"
+        return result
