@@ -86,7 +86,9 @@ def resolve_kernel(name: str | None) -> str:
 
     name = config.resolve(name, "kernel")
     if name == "auto":
-        return "jax" if importlib.util.find_spec("jax") is not None else "pyhf"
+        have_jax = importlib.util.find_spec("jax") is not None
+        have_kernel = importlib.util.find_spec("pyhf_dask.kernels.jax_kernel") is not None
+        return "jax" if have_jax and have_kernel else "pyhf"
     if name not in KERNELS:
         msg = f"unknown kernel {name!r} (choose from: auto, {', '.join(KERNELS)})"
         raise InvalidOption(msg)
