@@ -198,7 +198,7 @@ class SignalGrid:
             values=values,
             patches=tuple(list(p.patch) for p in patchset.patches),
             source=ps_where,
-            metadata={"analysis_id": str(patchset.analysis_id or "")},
+            metadata={"analysis_id": str(ps_spec["metadata"].get("analysis_id") or "")},
         )
 
     @classmethod
@@ -284,6 +284,44 @@ class SignalGrid:
             )
         loaded = [(tree.where(p), tree.load(p)) for p in found.patch_files]
         return cls._from_patches(spec, loaded, labels, source=ws_where)
+
+    @classmethod
+    def from_inputs(
+        cls,
+        paths: Sequence[str | os.PathLike[str]],
+        *,
+        region: str | None = None,
+        labels: Sequence[str] | None = None,
+    ) -> SignalGrid:
+        """Grid from command-line style inputs.
+
+        - one folder or archive: :meth:`from_path`;
+        - a workspace and a pyhf ``PatchSet``: :meth:`from_patchset`;
+        - a workspace and jsonpatch files: :meth:`from_patch_files`.
+        """
+        if not paths:
+            msg = "no input given: a folder, an archive, or a workspace and its patches"
+            raise InvalidGrid(msg)
+        first = Path(paths[0])
+        if len(paths) == 1:
+            if first.suffix == ".json" and first.is_file():
+                msg = f"{first}: a workspace needs patches (a patchset or patch files) after it"
+                raise InvalidGrid(msg)
+            return cls.from_path(first, region=region, labels=labels)
+        if region is not None:
+            msg = "--region only applies to a folder or archive input"
+            raise InvalidGrid(msg)
+        if len(paths) == 2:
+            second = load_json(paths[1])
+            if isinstance(second, dict):
+                if "patches" not in second:
+                    msg = f"{paths[1]}: neither a pyhf patchset (no 'patches') nor a jsonpatch"
+                    raise InvalidPatch(msg)
+                spec = check_workspace(load_json(first), os.fspath(first))
+                return cls._from_patchset_spec(
+                    spec, second, os.fspath(first), os.fspath(paths[1]), labels
+                )
+        return cls.from_patch_files(first, paths[1:], labels=labels)
 
     from_archive = from_path
     from_directory = from_path

@@ -36,8 +36,11 @@ class FitRecord:
 
     def describe(self) -> str:
         """One-line summary, e.g. ``"success after 1 iterations, |grad| 1.3e+05"``."""
-        state = "success" if self.success else "failure"
-        return f"{state} after {self.n_iter} iterations, |grad| {self.gradient:.3g}: {self.message}"
+        state = "reported success" if self.success else "failed"
+        return (
+            f"optimizer {state} after {self.n_iter} iterations with largest free gradient "
+            f"{self.gradient:.3g} of -2lnL ({self.message})"
+        )
 
 
 def _projected_gradient(

@@ -1,0 +1,52 @@
+"""The ``pyhf-dask`` command line. One module per command group, as in pyhf."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import click
+
+from pyhf_dask._version import __version__
+from pyhf_dask.exceptions import PyhfDaskError
+
+__all__ = ["main"]
+
+log = logging.getLogger("pyhf_dask")
+
+
+class _Group(click.Group):
+    """A click group that prints pyhf_dask errors as one line and exits with status 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except PyhfDaskError as exc:
+            if ctx.meta.get("pyhf_dask.debug"):
+                raise
+            category = getattr(exc, "category", "error")
+            click.echo(f"Error [{category}]: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="pyhf-dask")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.pass_context
+def main(ctx: click.Context, verbose: int, debug: bool) -> None:
+    """Scan pyhf likelihoods over signal grids with Dask."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=logging.DEBUG if debug else level,
+                        format="%(levelname)s %(name)s: %(message)s")
+    ctx.meta["pyhf_dask.debug"] = debug
+
+
+def _register() -> None:
+    from pyhf_dask.cli.scan import scan
+
+    main.add_command(scan)
+
+
+_register()
