@@ -1,0 +1,481 @@
+"""Exclusion contours from a result Dataset: where CLs crosses ``1 - cl`` in a 2-D plane.
+
+Method (as HistFitter's harvest-to-contour step, with library code only):
+
+1. Select a plane: two grid labels as axes and a fixed value (or range) of the others
+   (:func:`select_plane`). Failed points (``status == "failed"`` or non-finite CLs) are left
+   out, not treated as numbers.
+2. Transform CLs into a well-behaved variable: the significance
+   ``Z = Φ⁻¹(1 - CLs) = scipy.stats.norm.isf(CLs)`` (default) or ``log(CLs)``; both are close to
+   linear in the masses near the limit, unlike CLs itself.
+3. Interpolate linearly on the Delaunay triangulation of the points
+   (:class:`scipy.interpolate.LinearNDInterpolator` with ``rescale=True``, so axes in GeV with
+   very different ranges are first scaled to the unit square) onto a regular mesh; the mesh is
+   NaN outside the convex hull of the points, so nothing is extrapolated. Regular (rectangular)
+   grids are the special case where every cell is split into two triangles.
+4. Trace the level ``Z = Φ⁻¹(1 - cl)`` (or ``log(1 - cl)``) with :mod:`contourpy` (marching
+   squares), which stops the lines at the hull.
+
+Example:
+    >>> import numpy as np, xarray as xr
+    >>> m1, m2 = np.meshgrid(np.arange(0.0, 11.0), np.arange(0.0, 11.0))
+    >>> cls = 0.05 * np.exp(-(np.hypot(m1.ravel(), m2.ravel()) - 5.0))
+    >>> exp = np.repeat(cls[:, None], 5, axis=1)
+    >>> ds = xr.Dataset(
+    ...     {"CLs_obs": ("point", cls), "CLs_exp": (("point", "band"), exp),
+    ...      "status": ("point", np.full(cls.size, "converged"))},
+    ...     coords={"m1": ("point", m1.ravel()), "m2": ("point", m2.ravel()),
+    ...             "band": [-2, -1, 0, 1, 2]}, attrs={"labels": "m1,m2", "cl": 0.95})
+    >>> found = find_contours(ds, curves=("obs",))
+    >>> radius = np.hypot(*found.get("obs").lines[0].T)
+    >>> bool(np.all(np.abs(radius - 5.0) < 0.2))
+    True
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+import xarray as xr
+from scipy.interpolate import LinearNDInterpolator
+from scipy.spatial import QhullError
+from scipy.stats import norm
+
+from pyhf_dask._optional import require
+from pyhf_dask.exceptions import InputError, InvalidOption
+
+__all__ = [
+    "CURVES",
+    "Contour",
+    "Contours",
+    "Mesh",
+    "Plane",
+    "default_axes",
+    "default_slice",
+    "find_contours",
+    "grid_labels",
+    "interpolate",
+    "level_of",
+    "resolve_cl",
+    "mesh_lines",
+    "plane_mesh",
+    "select_plane",
+    "trace",
+    "transform",
+]
+
+log = logging.getLogger(__name__)
+
+#: Curves of a contour set: observed, expected median and the expected band members.
+CURVES = ("obs", "exp", "exp-1", "exp+1", "exp-2", "exp+2")
+_BAND = {"exp": 0, "exp-1": -1, "exp+1": 1, "exp-2": -2, "exp+2": 2}
+_TINY = 1e-15
+
+Transform = Literal["significance", "log"]
+Quantity = Literal["cls", "upper_limit"]
+SliceValue = float | tuple[float, float]
+
+
+class Plane(NamedTuple):
+    """The points of a result that lie in one 2-D plane of the grid.
+
+    ``values`` holds one array per curve (CLs, or upper limits), NaN where a point failed.
+    """
+
+    x_name: str
+    y_name: str
+    selection: dict[str, SliceValue]
+    x: np.ndarray
+    y: np.ndarray
+    patch: np.ndarray
+    status: np.ndarray
+    values: dict[str, np.ndarray]
+    poi: float | None
+
+    def usable(self, curve: str = "obs") -> np.ndarray:
+        """Mask of the points whose fit did not fail and whose value is finite."""
+        return (self.status != "failed") & np.isfinite(self.values[curve])
+
+    def describe(self) -> str:
+        """The slice as text, e.g. ``"mn1 = 60"`` (empty for a 2-D grid)."""
+        parts = []
+        for name, value in self.selection.items():
+            if isinstance(value, tuple):
+                parts.append(f"{value[0]:g} ≤ {name} ≤ {value[1]:g}")
+            else:
+                parts.append(f"{name} = {value:g}")
+        return ", ".join(parts)
+
+
+class Mesh(NamedTuple):
+    """A transformed variable interpolated onto a regular mesh (NaN outside the hull)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    z: np.ndarray  # shape (len(y), len(x))
+    level: float
+
+
+class Contour(NamedTuple):
+    """The lines where one curve crosses its level, in the units of the grid coordinates."""
+
+    curve: str
+    level: float
+    x_name: str
+    y_name: str
+    lines: list[np.ndarray]  # each of shape (n, 2): columns x, y
+
+
+class Contours(NamedTuple):
+    """All contours of one plane, with what is needed to reproduce them."""
+
+    x_name: str
+    y_name: str
+    selection: dict[str, SliceValue]
+    cl: float
+    quantity: str
+    transform: str
+    poi: float | None
+    n_points: int
+    n_failed: int
+    contours: tuple[Contour, ...]
+
+    def get(self, curve: str) -> Contour:
+        """The contour of ``curve`` (``"obs"``, ``"exp"``, ``"exp+1"``, ...)."""
+        for contour in self.contours:
+            if contour.curve == curve:
+                return contour
+        msg = f"no contour {curve!r} (have: {', '.join(c.curve for c in self.contours)})"
+        raise KeyError(msg)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (lists and numbers) for JSON."""
+        return {
+            "x": self.x_name,
+            "y": self.y_name,
+            "slice": {k: list(v) if isinstance(v, tuple) else v for k, v in self.selection.items()},
+            "cl": self.cl,
+            "quantity": self.quantity,
+            "transform": self.transform,
+            "method": "scipy LinearNDInterpolator (Delaunay, rescaled) + contourpy",
+            "poi": self.poi,
+            "n_points": self.n_points,
+            "n_failed": self.n_failed,
+            "contours": [
+                {"curve": c.curve, "level": c.level,
+                 "lines": [np.round(line, 6).tolist() for line in c.lines]}
+                for c in self.contours
+            ],
+        }
+
+    def to_json(self, *, indent: int | None = None) -> str:
+        """JSON text of :meth:`to_dict`."""
+        return json.dumps(self.to_dict(), indent=indent)
+
+
+def grid_labels(ds: xr.Dataset) -> list[str]:
+    """The grid coordinate names of a result (its ``labels`` attribute, in order)."""
+    labels = [label for label in str(ds.attrs.get("labels", "")).split(",") if label]
+    if not labels:
+        labels = [str(n) for n, c in ds.coords.items()
+                  if c.dims == ("point",) and n not in ("patch", "point")
+                  and np.issubdtype(c.dtype, np.number)]
+    return labels
+
+
+def default_axes(ds: xr.Dataset) -> tuple[str, str]:
+    """The first two grid labels, the axes of a plot made without options."""
+    labels = grid_labels(ds)
+    if len(labels) < 2:
+        msg = f"a contour needs a grid with two or more coordinates, this one has {labels}"
+        raise InvalidOption(msg)
+    return labels[0], labels[1]
+
+
+def default_slice(
+    ds: xr.Dataset, x: str, y: str, *, where: Mapping[str, SliceValue] | None = None
+) -> dict[str, float]:
+    """The values of the labels not in ``x``, ``y`` or ``where`` that hold the most points.
+
+    Ties go to the smallest values. For the sbottom archive this is ``{"mn1": 60.0}``.
+    """
+    where = dict(where or {})
+    rest = [label for label in grid_labels(ds) if label not in (x, y, *where)]
+    if not rest:
+        return {}
+    mask = _where_mask(ds, where)
+    table = np.stack([np.asarray(ds[label].values, dtype=float)[mask] for label in rest], axis=1)
+    if table.size == 0:
+        return {}
+    combos, counts = np.unique(table, axis=0, return_counts=True)
+    best = combos[int(np.argmax(counts))]
+    return {label: float(value) for label, value in zip(rest, best, strict=True)}
+
+
+def _where_mask(ds: xr.Dataset, where: Mapping[str, SliceValue]) -> np.ndarray:
+    mask = np.ones(ds.sizes["point"], dtype=bool)
+    for name, value in where.items():
+        coord = np.asarray(ds[name].values, dtype=float)
+        if isinstance(value, tuple):
+            mask &= (coord >= value[0]) & (coord <= value[1])
+        else:
+            mask &= np.isclose(coord, float(value), rtol=1e-9, atol=1e-9)
+    return mask
+
+
+def _check_result(ds: xr.Dataset) -> None:
+    missing = [v for v in ("CLs_obs", "CLs_exp") if v not in ds]
+    if missing or "point" not in ds.dims:
+        msg = f"not a pyhf_dask result: missing {', '.join(missing) or 'the point dimension'}"
+        raise InputError(msg)
+
+
+def _pick_poi(ds: xr.Dataset, poi: float | None) -> tuple[xr.Dataset, float | None]:
+    if "poi" not in ds.dims:
+        value = float(ds["poi"].values) if "poi" in ds.coords else None
+        if poi is not None and value is not None and not np.isclose(poi, value):
+            msg = f"the scan was made at {ds.attrs.get('poi_name', 'POI')} = {value:g}, not {poi:g}"
+            raise InvalidOption(msg)
+        return ds, value
+    values = np.asarray(ds["poi"].values, dtype=float)
+    target = 1.0 if poi is None else float(poi)
+    index = int(np.argmin(np.abs(values - target)))
+    if not np.isclose(values[index], target):
+        if poi is not None:
+            scanned = ", ".join(f"{v:g}" for v in values)
+            msg = f"POI value {poi:g} was not scanned (values: {scanned})"
+            raise InvalidOption(msg)
+        log.info("no POI value 1 in the scan; using the nearest, %g", values[index])
+    return ds.isel(poi=index), float(values[index])
+
+
+def select_plane(
+    ds: xr.Dataset,
+    *,
+    x: str | None = None,
+    y: str | None = None,
+    where: Mapping[str, SliceValue] | None = None,
+    poi: float | None = None,
+    quantity: Quantity = "cls",
+) -> Plane:
+    """The points of ``ds`` in the plane of ``x`` and ``y`` at the slice ``where``.
+
+    Args:
+        ds: a computed result Dataset.
+        x: horizontal coordinate (default: the first grid label).
+        y: vertical coordinate (default: the second grid label).
+        where: fixed value (``{"mn1": 60}``) or inclusive range (``{"mn1": (50, 70)}``) of
+            the other labels; labels not given take the value holding most points.
+        poi: the POI value of a POI scan (default: 1, or the nearest scanned value).
+        quantity: ``"cls"`` (CLs per curve) or ``"upper_limit"`` (needs a POI scan).
+
+    Raises:
+        InvalidOption: unknown coordinates, an empty slice, or points that coincide in the plane.
+    """
+    _check_result(ds)
+    default_x, default_y = default_axes(ds)
+    x, y = x or default_x, y or default_y
+    labels = grid_labels(ds)
+    where = {k: (tuple(map(float, v)) if isinstance(v, tuple | list) else float(v))  # type: ignore[misc]
+             for k, v in (where or {}).items()}
+    for name in (x, y, *where):
+        if name not in labels:
+            msg = f"unknown grid coordinate {name!r} (coordinates: {', '.join(labels)})"
+            raise InvalidOption(msg)
+    if x == y or x in where or y in where:
+        msg = f"the axes ({x}, {y}) must be two different coordinates not fixed by the slice"
+        raise InvalidOption(msg)
+    selection: dict[str, SliceValue] = {**where, **default_slice(ds, x, y, where=where)}
+    selection = {k: selection[k] for k in labels if k in selection}
+    mask = _where_mask(ds, selection)
+    if not mask.any():
+        msg = f"no points in the slice {selection}"
+        raise InvalidOption(msg)
+    if quantity == "upper_limit":
+        if "upper_limit_obs" not in ds:
+            msg = "upper limits need a result of a POI scan (several --poi-value)"
+            raise InvalidOption(msg)
+        chosen, poi_value = ds, None
+        obs, exp = ds["upper_limit_obs"], ds["upper_limit_exp"]
+    else:
+        chosen, poi_value = _pick_poi(ds, poi)
+        obs, exp = chosen["CLs_obs"], chosen["CLs_exp"]
+    values = {"obs": np.asarray(obs.values, dtype=float)[mask]}
+    for curve, band in _BAND.items():
+        values[curve] = np.asarray(exp.sel(band=band).values, dtype=float)[mask]
+    xs = np.asarray(ds[x].values, dtype=float)[mask]
+    ys = np.asarray(ds[y].values, dtype=float)[mask]
+    if len(np.unique(np.stack([xs, ys], axis=1), axis=0)) < xs.size:
+        msg = f"several points share the same ({x}, {y}) in the slice {selection}; narrow it"
+        raise InvalidOption(msg)
+    n = ds.sizes["point"]
+    status = np.asarray(ds["status"].values).astype(str) if "status" in ds else np.full(n, "")
+    patch = np.asarray(ds["patch"].values).astype(str) if "patch" in ds.coords else np.arange(n)
+    return Plane(x, y, selection, xs, ys, patch[mask], status[mask], values, poi_value)
+
+
+def transform(values: np.ndarray, how: Transform = "significance") -> np.ndarray:
+    """CLs (or a limit) into the variable that is interpolated.
+
+    ``"significance"``: ``Z = norm.isf(CLs)``, with CLs clipped to ``[1e-15, 1 - 1e-15]`` so
+    that CLs of exactly 0 or 1 stay finite. ``"log"``: ``log(values)``.
+
+    Example:
+        >>> round(float(transform(np.array([0.05]))[0]), 4)
+        1.6449
+    """
+    values = np.asarray(values, dtype=float)
+    if how == "significance":
+        return np.asarray(norm.isf(np.clip(values, _TINY, 1.0 - _TINY)))
+    if how == "log":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.log(np.where(values > 0, values, np.nan))
+    msg = f"unknown transform {how!r} (choose from: significance, log)"
+    raise InvalidOption(msg)
+
+
+def interpolate(
+    x: np.ndarray,
+    y: np.ndarray,
+    z: np.ndarray,
+    *,
+    level: float,
+    resolution: int = 200,
+    bounds: tuple[float, float, float, float] | None = None,
+) -> Mesh:
+    """Linear interpolation of ``z`` on the Delaunay triangulation of ``(x, y)`` onto a mesh.
+
+    Uses :class:`scipy.interpolate.LinearNDInterpolator` with ``rescale=True``; the mesh
+    spans ``bounds`` (``xmin, xmax, ymin, ymax``; default: the points' bounding box) with
+    ``resolution`` nodes per axis and is NaN outside the convex hull of the points.
+    """
+    keep = np.isfinite(z)
+    x, y, z = x[keep], y[keep], z[keep]
+    if z.size < 3:
+        msg = f"a contour needs at least 3 usable points in the plane, found {z.size}"
+        raise InvalidOption(msg)
+    xmin, xmax, ymin, ymax = bounds or (x.min(), x.max(), y.min(), y.max())
+    mesh_x = np.linspace(xmin, xmax, resolution)
+    mesh_y = np.linspace(ymin, ymax, resolution)
+    try:
+        interp = LinearNDInterpolator(np.stack([x, y], axis=1), z, rescale=True)
+    except (QhullError, ValueError) as exc:
+        msg = f"cannot triangulate the {z.size} points of the plane (all on one line?): {exc}"
+        raise InvalidOption(msg) from exc
+    grid_x, grid_y = np.meshgrid(mesh_x, mesh_y)
+    return Mesh(mesh_x, mesh_y, np.asarray(interp(grid_x, grid_y)), float(level))
+
+
+def mesh_lines(mesh: Mesh) -> list[np.ndarray]:
+    """The lines of ``mesh.z == mesh.level``, traced by :func:`contourpy.contour_generator`."""
+    contourpy = require("contourpy", "plot")
+    generator = contourpy.contour_generator(
+        mesh.x, mesh.y, np.ma.masked_invalid(mesh.z), line_type=contourpy.LineType.Separate
+    )
+    return [np.asarray(line, dtype=float) for line in generator.lines(mesh.level) if len(line) > 1]
+
+
+def level_of(cl: float, quantity: Quantity, how: Transform) -> tuple[float, float]:
+    """``(level, transformed level)``: CLs = 1 - cl, or an upper limit of 1."""
+    level = 1.0 - cl if quantity == "cls" else 1.0
+    return level, float(transform(np.array([level]), how)[0])
+
+
+def plane_mesh(
+    plane: Plane,
+    curve: str,
+    *,
+    cl: float,
+    quantity: Quantity = "cls",
+    how: Transform = "significance",
+    resolution: int = 200,
+) -> Mesh:
+    """The transformed ``curve`` of ``plane`` on a mesh over the whole plane's bounding box."""
+    if quantity == "upper_limit" and how == "significance":
+        msg = "upper-limit contours use the log transform"
+        raise InvalidOption(msg)
+    usable = plane.usable(curve)
+    bounds = (plane.x.min(), plane.x.max(), plane.y.min(), plane.y.max())
+    _, target = level_of(cl, quantity, how)
+    z = transform(plane.values[curve][usable], how)
+    return interpolate(plane.x[usable], plane.y[usable], z, level=target,
+                       resolution=resolution, bounds=bounds)
+
+
+def find_contours(
+    ds: xr.Dataset,
+    *,
+    x: str | None = None,
+    y: str | None = None,
+    where: Mapping[str, SliceValue] | None = None,
+    cl: float | None = None,
+    curves: Sequence[str] = CURVES,
+    poi: float | None = None,
+    quantity: Quantity = "cls",
+    how: Transform | None = None,
+    resolution: int = 200,
+) -> Contours:
+    """Exclusion contours of a computed result in one plane.
+
+    Args:
+        ds: a computed result Dataset (``pyhf_dask.scan(...).compute()`` or a read file).
+        x, y, where, poi: the plane, as in :func:`select_plane`.
+        cl: confidence level (default: the result's ``cl`` attribute, else 0.95); the contour
+            is CLs = 1 - cl.
+        curves: which of :data:`CURVES` to trace.
+        quantity: ``"cls"``, or ``"upper_limit"`` for the line where the upper limit on the
+            POI is 1 (POI scans only).
+        how: ``"significance"`` (default for CLs) or ``"log"`` (default for limits).
+        resolution: mesh nodes per axis.
+
+    Returns:
+        :class:`Contours`, one :class:`Contour` per curve (with no lines where it does not
+        cross the level inside the hull of the points).
+
+    Example:
+        >>> found = find_contours(xr.open_dataset("regionA.nc"))  # doctest: +SKIP
+        >>> found.x_name, found.y_name, found.selection           # doctest: +SKIP
+        ('msb', 'mn2', {'mn1': 60.0})
+    """
+    cl = resolve_cl(ds, cl)
+    plane = select_plane(ds, x=x, y=y, where=where, poi=poi, quantity=quantity)
+    return trace(plane, curves=curves, cl=cl, quantity=quantity, how=how, resolution=resolution)
+
+
+def resolve_cl(ds: xr.Dataset, cl: float | None) -> float:
+    cl = float(ds.attrs.get("cl", 0.95) if cl is None else cl)
+    if not 0.0 < cl < 1.0:
+        msg = f"confidence level must be between 0 and 1, got {cl}"
+        raise InvalidOption(msg)
+    return cl
+
+
+def trace(
+    plane: Plane,
+    *,
+    curves: Sequence[str] = CURVES,
+    cl: float = 0.95,
+    quantity: Quantity = "cls",
+    how: Transform | None = None,
+    resolution: int = 200,
+) -> Contours:
+    """The contours of the curves of an already selected plane (see :func:`find_contours`)."""
+    unknown = [c for c in curves if c not in CURVES]
+    if unknown:
+        msg = f"unknown curves {unknown} (choose from: {', '.join(CURVES)})"
+        raise InvalidOption(msg)
+    how = how or ("significance" if quantity == "cls" else "log")
+    level, _ = level_of(cl, quantity, how)
+    found = []
+    for curve in curves:
+        mesh = plane_mesh(plane, curve, cl=cl, quantity=quantity, how=how, resolution=resolution)
+        found.append(Contour(curve, level, plane.x_name, plane.y_name, mesh_lines(mesh)))
+    n_failed = int((~plane.usable("obs")).sum())
+    log.debug("contours in %s-%s at %s: %d points, %d failed", plane.x_name, plane.y_name,
+              plane.describe(), plane.x.size, n_failed)
+    return Contours(plane.x_name, plane.y_name, plane.selection, cl, quantity, how,
+                    plane.poi, int(plane.x.size), n_failed, tuple(found))
