@@ -28,8 +28,5 @@ def require(module: str, extra: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        msg = (
-            f"{module!r} is not installed; install it with: "
-            f"pip install 'pyhf_dask[{extra}]'"
-        )
+        msg = f"{module!r} is not installed; install it with: pip install 'pyhf_dask[{extra}]'"
         raise MissingDependency(msg) from exc

@@ -177,7 +177,8 @@ class SignalGrid:
         except pyhf.exceptions.InvalidSpecification as exc:
             detail = getattr(exc, "path", "")
             reason = getattr(exc, "message", str(exc))
-            msg = f"{ps_where}: not a valid pyhf patchset{f' at {detail}' if detail else ''}: {reason}"
+            at = f" at {detail}" if detail else ""
+            msg = f"{ps_where}: not a valid pyhf patchset{at}: {reason}"
             raise InvalidPatch(msg) from exc
         except pyhf.exceptions.InvalidPatchSet as exc:
             msg = f"{ps_where}: not a valid pyhf patchset: {exc}"
@@ -231,7 +232,9 @@ class SignalGrid:
         if not loaded:
             msg = f"{source}: no patch files given"
             raise InvalidGrid(msg)
-        names, coords, patches = [], [], []
+        names: list[str] = []
+        coords: list[tuple[float, ...]] = []
+        patches: list[Patch] = []
         for where, ops in sorted(loaded, key=lambda item: patch_name(item[0])):
             _check_patch(ops, where)
             name = patch_name(where)
@@ -354,12 +357,13 @@ class SignalGrid:
         labels = tuple(axes)
         rows = list(itertools.product(*(np.asarray(v, dtype=np.float64) for v in axes.values())))
         values = np.array(rows, dtype=np.float64).reshape(len(rows), len(labels))
-        names = tuple("_".join(f"{lab}_{v:g}" for lab, v in zip(labels, row, strict=True))
-                      for row in values)
+        names = tuple(
+            "_".join(f"{lab}_{v:g}" for lab, v in zip(labels, row, strict=True)) for row in values
+        )
         source = f"{getattr(signal, '__module__', '?')}.{getattr(signal, '__qualname__', signal)}"
         grid = cls(spec, names, labels, values, signal=signal, source=source)
         if len(grid):
-            _check_patch(grid.chunk(0, 1).materialize()[0], f"{source} at {names[0]}")
+            _check_patch(materialize(grid.chunk(0, 1))[0], f"{source} at {names[0]}")
         return grid
 
     # ----------------------------------------------------------------- queries
@@ -367,10 +371,7 @@ class SignalGrid:
         return len(self.names)
 
     def __repr__(self) -> str:
-        return (
-            f"SignalGrid({len(self)} points, labels={self.labels}, "
-            f"source={self.source!r})"
-        )
+        return f"SignalGrid({len(self)} points, labels={self.labels}, source={self.source!r})"
 
     def select(self, patterns: Iterable[str]) -> SignalGrid:
         """The points whose names match any of the shell-style ``patterns``.
@@ -384,8 +385,11 @@ class SignalGrid:
         patterns = list(patterns)
         if not patterns:
             return self
-        keep = [i for i, name in enumerate(self.names)
-                if any(fnmatch.fnmatchcase(name, p) for p in patterns)]
+        keep = [
+            i
+            for i, name in enumerate(self.names)
+            if any(fnmatch.fnmatchcase(name, p) for p in patterns)
+        ]
         if not keep:
             msg = f"{self.source}: no point matches {', '.join(map(repr, patterns))}"
             raise InvalidGrid(msg)
@@ -493,11 +497,13 @@ def signal_patch(yields: Sequence[float], *, channel: int = 0, sample: int = 0) 
         >>> signal_patch([1.0, 2.0])
         [{'op': 'replace', 'path': '/channels/0/samples/0/data', 'value': [1.0, 2.0]}]
     """
-    return [{
-        "op": "replace",
-        "path": f"/channels/{channel}/samples/{sample}/data",
-        "value": [float(y) for y in yields],
-    }]
+    return [
+        {
+            "op": "replace",
+            "path": f"/channels/{channel}/samples/{sample}/data",
+            "value": [float(y) for y in yields],
+        }
+    ]
 
 
 def scaled_signal(scale: float) -> Patch:

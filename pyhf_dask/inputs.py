@@ -8,6 +8,7 @@ paths, no ``..``, no links leaving the archive), so nothing is ever written outs
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -49,7 +50,7 @@ def parse_json(text: str | bytes, where: str) -> Any:
         msg = f"{where}: not UTF-8 text (byte {exc.start})"
         raise InvalidJSON(msg) from exc
     except json.JSONDecodeError as exc:
-        if not str(text).strip():
+        if not text.strip():
             msg = f"{where}: the file is empty"
         else:
             msg = f"{where}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
@@ -111,7 +112,9 @@ def check_yields(spec: Mapping[str, Any], where: str) -> None:
             _check_numbers(sample.get("data"), label, allow_negative=False)
             for modifier in sample.get("modifiers", []):
                 data = modifier.get("data")
-                mlabel = f"{where}: modifier {modifier.get('name')!r} of sample {sample.get('name')!r}"
+                mlabel = (
+                    f"{where}: modifier {modifier.get('name')!r} of sample {sample.get('name')!r}"
+                )
                 if isinstance(data, dict):
                     for key, values in data.items():
                         if isinstance(values, list):
@@ -184,7 +187,7 @@ class FileTree:
     @classmethod
     def _from_tar(cls, path: Path) -> FileTree:
         try:
-            tar = tarfile.open(path, mode="r:*")
+            tar = tarfile.open(path, mode="r:*")  # noqa: SIM115 (closed by the with below)
         except (tarfile.TarError, OSError) as exc:
             msg = f"{path}: not a readable tar archive ({exc})"
             raise InvalidArchive(msg) from exc
@@ -192,6 +195,14 @@ class FileTree:
             infos = tar.getmembers()
             dest = os.path.realpath("/nonexistent-extraction-root")
             for info in infos:
+                parts = PurePosixPath(info.name).parts
+                if (
+                    info.name.startswith(("/", "\\"))
+                    or ".." in parts
+                    or re.match(r"^[A-Za-z]:", info.name)
+                ):
+                    msg = f"{path}: unsafe archive member {info.name!r}: absolute path or '..'"
+                    raise InvalidArchive(msg)
                 try:
                     tarfile.data_filter(info, dest)
                 except tarfile.FilterError as exc:
@@ -204,7 +215,7 @@ class FileTree:
                     if stream is not None:
                         contents[info.name] = stream.read()
         members = [
-            _Member(PurePosixPath(name), (lambda data=data: data))
+            _Member(PurePosixPath(name), functools.partial(bytes, data))
             for name, data in sorted(contents.items())
         ]
         return cls(os.fspath(path), members)
@@ -214,8 +225,10 @@ class FileTree:
 
     def where(self, path: PurePosixPath) -> str:
         """Human-readable location of a member, e.g. ``archive.tar.gz:RegionA/BkgOnly.json``."""
-        return f"{self.source}:{path}" if not Path(self.source).is_dir() else os.fspath(
-            Path(self.source) / path
+        return (
+            f"{self.source}:{path}"
+            if not Path(self.source).is_dir()
+            else os.fspath(Path(self.source) / path)
         )
 
     def load(self, path: PurePosixPath) -> Any:
@@ -250,8 +263,11 @@ def find_region(tree: FileTree, region: str | None) -> Region:
         raise InvalidArchive(msg)
     if region is not None:
         wanted = PurePosixPath(region.strip("/"))
-        chosen = [f for f in folders if f == wanted or f.name == wanted.name and (
-            len(wanted.parts) == 1)]
+        chosen = [
+            f
+            for f in folders
+            if f == wanted or (f.name == wanted.name and (len(wanted.parts) == 1))
+        ]
         if not chosen:
             names = ", ".join(str(f) or "." for f in folders)
             msg = f"{tree.source}: no region {region!r} (regions: {names})"

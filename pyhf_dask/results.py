@@ -80,7 +80,7 @@ def unstack(ds: xr.Dataset) -> xr.Dataset:
         msg = "the Dataset has no 'labels' attribute naming its grid coordinates"
         raise ValueError(msg)
     dropped = ds.drop_vars([c for c in ("patch",) if c in ds.coords])
-    return dropped.set_index(point=labels).unstack("point")
+    return dropped.set_index(point=labels).unstack("point").transpose(*labels, ...)
 
 
 class ScanSummary(NamedTuple):

@@ -78,10 +78,12 @@ def make_options(
         poi_values=values,
         test_stat=_choice(config.resolve(test_stat, "test-stat"), TEST_STATS, "test statistic"),
         calctype=_choice(config.resolve(calctype, "calctype"), CALCTYPES, "calculator"),
-        normsys_interpcode=_choice(normsys_interpcode or "code1", NORMSYS_CODES,
-                                   "normsys interpolation code"),
-        histosys_interpcode=_choice(histosys_interpcode or "code0", HISTOSYS_CODES,
-                                    "histosys interpolation code"),
+        normsys_interpcode=_choice(
+            normsys_interpcode or "code1", NORMSYS_CODES, "normsys interpolation code"
+        ),
+        histosys_interpcode=_choice(
+            histosys_interpcode or "code0", HISTOSYS_CODES, "histosys interpolation code"
+        ),
         measurement=measurement,
         gradient_tolerance=float(config.get("gradient-tolerance")),
         device=device,
@@ -132,12 +134,16 @@ def scan(
         0.1162
     """
     squeeze = np.ndim(poi_value) == 0
-    poi_values = [float(poi_value)] if squeeze else [float(v) for v in poi_value]  # type: ignore[union-attr]
+    poi_values = [float(v) for v in np.atleast_1d(np.asarray(poi_value, dtype=np.float64))]
     measurement_name, poi_name = measurement_poi(grid.workspace, measurement)
     options = make_options(
-        poi_values=poi_values, test_stat=test_stat, calctype=calctype,
-        normsys_interpcode=normsys_interpcode, histosys_interpcode=histosys_interpcode,
-        measurement=measurement, device=device,
+        poi_values=poi_values,
+        test_stat=test_stat,
+        calctype=calctype,
+        normsys_interpcode=normsys_interpcode,
+        histosys_interpcode=histosys_interpcode,
+        measurement=measurement,
+        device=device,
     )
     kernel_name = resolve_kernel(kernel)
     cl = float(config.resolve(cl, "cl"))
@@ -161,15 +167,22 @@ def scan(
     for k, label in enumerate(grid.labels):
         coords[label] = ("point", grid.values[:, k])
     ds = xr.Dataset({name: value for name, value in arrays.items()}, coords=coords)
-    ds.attrs.update(_provenance(grid, options, kernel_name, size, graph.token, cl,
-                                measurement_name, poi_name))
+    ds.attrs.update(
+        _provenance(grid, options, kernel_name, size, graph.token, cl, measurement_name, poi_name)
+    )
     _describe(ds)
     return ds
 
 
 def _provenance(
-    grid: SignalGrid, options: FitOptions, kernel: str, chunk_size: int, token: str,
-    cl: float, measurement: str, poi_name: str,
+    grid: SignalGrid,
+    options: FitOptions,
+    kernel: str,
+    chunk_size: int,
+    token: str,
+    cl: float,
+    measurement: str,
+    poi_name: str,
 ) -> dict[str, Any]:
     import pyhf
 

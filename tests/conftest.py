@@ -11,7 +11,9 @@ import pytest
 import pyhf_dask
 from pyhf_dask.grid import scaled_signal, simple_workspace
 
-DATA = Path(os.environ.get("PYHF_DASK_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+DATA = Path(
+    os.environ.get("PYHF_DASK_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
 SBOTTOM = DATA / "pyhf-ins1748602-probability-models.tar.gz"
 EWK3L = DATA / "atlas-3L-eRJR-likelihood.tar.gz"
 
@@ -19,28 +21,53 @@ EWK3L = DATA / "atlas-3L-eRJR-likelihood.tar.gz"
 REFERENCE = {
     ("RegionA", "sbottom_1300_205_60"): (
         0.24443627759085326,
-        [0.09022509053507759, 0.1937839194960632, 0.38432344933992, 0.6557757334303531,
-         0.8910420971601081],
+        [
+            0.09022509053507759,
+            0.1937839194960632,
+            0.38432344933992,
+            0.6557757334303531,
+            0.8910420971601081,
+        ],
     ),
     ("RegionA", "sbottom_1400_950_60"): (
         0.021373283911064852,
-        [0.0026445531093281147, 0.013976126501170727, 0.06497105816950004,
-         0.23644030478043676, 0.5744785776763938],
+        [
+            0.0026445531093281147,
+            0.013976126501170727,
+            0.06497105816950004,
+            0.23644030478043676,
+            0.5744785776763938,
+        ],
     ),
     ("RegionA", "sbottom_1500_850_60"): (
         0.045367205665400624,
-        [0.00598431785676406, 0.026102240062850574, 0.10093641492218848, 0.31019245951964736,
-         0.6553623337518385],
+        [
+            0.00598431785676406,
+            0.026102240062850574,
+            0.10093641492218848,
+            0.31019245951964736,
+            0.6553623337518385,
+        ],
     ),
     ("RegionB", "sbottom_1400_550_60"): (
         0.9744675266677597,
-        [0.9338879894557114, 0.9569045303300702, 0.9771296335437559, 0.9916370124133669,
-         0.9983701133999316],
+        [
+            0.9338879894557114,
+            0.9569045303300702,
+            0.9771296335437559,
+            0.9916370124133669,
+            0.9983701133999316,
+        ],
     ),
     ("RegionC", "sbottom_1600_850_60"): (
         0.711023707425625,
-        [0.2955492909588046, 0.4446885457298284, 0.6371473864200973, 0.8336149623750603,
-         0.9585901381554178],
+        [
+            0.2955492909588046,
+            0.4446885457298284,
+            0.6371473864200973,
+            0.8336149623750603,
+            0.9585901381554178,
+        ],
     ),
 }
 SBOTTOM_SETTINGS = {"normsys_interpcode": "code4", "histosys_interpcode": "code4p"}
@@ -84,5 +111,6 @@ def seed_workspace() -> dict:
 
 @pytest.fixture
 def seed_grid(seed_workspace: dict) -> pyhf_dask.SignalGrid:
-    return pyhf_dask.SignalGrid.from_function(seed_workspace, scaled_signal,
-                                              scale=[0.5, 1.0, 1.5, 2.0])
+    return pyhf_dask.SignalGrid.from_function(
+        seed_workspace, scaled_signal, scale=[0.5, 1.0, 1.5, 2.0]
+    )

@@ -46,10 +46,12 @@ def test_one_bin_readme_model():
     ws = simple_workspace([5.0], [50.0], [7.0], [50.0])
     grid = SignalGrid.from_function(ws, lambda s: signal_patch([s]), s=[5.0])
     ds = pyhf_dask.scan(grid, kernel="pyhf", poi_value=1.0).compute(scheduler="threads")
-    model = pyhf.simplemodels.uncorrelated_background(signal=[5.0], bkg=[50.0],
-                                                      bkg_uncertainty=[7.0])
-    obs, exp = pyhf.infer.hypotest(1.0, [50.0, *model.config.auxdata], model,
-                                   test_stat="qtilde", return_expected_set=True)
+    model = pyhf.simplemodels.uncorrelated_background(
+        signal=[5.0], bkg=[50.0], bkg_uncertainty=[7.0]
+    )
+    obs, exp = pyhf.infer.hypotest(
+        1.0, [50.0, *model.config.auxdata], model, test_stat="qtilde", return_expected_set=True
+    )
     assert float(ds.CLs_obs[0]) == pytest.approx(float(obs), rel=1e-9)
     np.testing.assert_allclose(ds.CLs_exp[0], np.array(exp, dtype=float), rtol=1e-9)
 
@@ -57,18 +59,18 @@ def test_one_bin_readme_model():
 def test_poi_scan_upper_limit_equals_pyhf(seed_workspace):
     grid = SignalGrid.from_function(seed_workspace, scaled_signal, scale=[1.0])
     scan_values = np.linspace(0.0, 5.0, 21)
-    ds = pyhf_dask.scan(grid, kernel="pyhf", poi_value=scan_values).compute(
-        scheduler="synchronous")
+    ds = pyhf_dask.scan(grid, kernel="pyhf", poi_value=scan_values).compute(scheduler="synchronous")
     assert ds.CLs_obs.dims == ("point", "poi")
     assert ds.CLs_exp.dims == ("point", "poi", "band")
     model = pyhf.simplemodels.uncorrelated_background(
-        signal=[12.0, 11.0], bkg=[50.0, 52.0], bkg_uncertainty=[3.0, 7.0])
+        signal=[12.0, 11.0], bkg=[50.0, 52.0], bkg_uncertainty=[3.0, 7.0]
+    )
     data = [51.0, 48.0, *model.config.auxdata]
     obs_limit, exp_limits = pyhf.infer.intervals.upper_limits.upper_limit(
-        data, model, scan=scan_values, level=0.05)
+        data, model, scan=scan_values, level=0.05
+    )
     assert float(ds.upper_limit_obs[0]) == pytest.approx(float(obs_limit), rel=1e-9)
-    np.testing.assert_allclose(ds.upper_limit_exp[0], np.array(exp_limits, dtype=float),
-                               rtol=1e-9)
+    np.testing.assert_allclose(ds.upper_limit_exp[0], np.array(exp_limits, dtype=float), rtol=1e-9)
 
 
 def test_test_stat_q(seed_grid, seed_workspace):
@@ -80,13 +82,20 @@ def test_test_stat_q(seed_grid, seed_workspace):
 
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("test_stat", "q0"), ("normsys_interpcode", "code9"), ("kernel", "torch"),
-     ("chunk_size", 0), ("poi_value", [1.0, 0.5]), ("measurement", "nope")],
+    [
+        ("test_stat", "q0"),
+        ("normsys_interpcode", "code9"),
+        ("kernel", "torch"),
+        ("chunk_size", 0),
+        ("poi_value", [1.0, 0.5]),
+        ("measurement", "nope"),
+    ],
 )
 def test_bad_options_are_rejected(seed_grid, option, value):
     with pytest.raises(InvalidOption):
-        pyhf_dask.scan(seed_grid, kernel="pyhf", **{option: value}) if option != "kernel" \
-            else pyhf_dask.scan(seed_grid, kernel=value)
+        pyhf_dask.scan(
+            seed_grid, kernel="pyhf", **{option: value}
+        ) if option != "kernel" else pyhf_dask.scan(seed_grid, kernel=value)
 
 
 def test_schedulers_agree(seed_grid):
@@ -102,8 +111,9 @@ def test_schedulers_agree(seed_grid):
 def test_distributed_client(seed_grid):
     distributed = pytest.importorskip("distributed")
     with (
-        distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
-                                 dashboard_address=None) as cluster,
+        distributed.LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
         distributed.Client(cluster) as client,
     ):
         result = pyhf_dask.scan(seed_grid, kernel="pyhf").compute(scheduler=client)
@@ -114,8 +124,7 @@ def test_distributed_client(seed_grid):
 @pytest.mark.parametrize(("region", "name"), list(REFERENCE))
 def test_sbottom_reference_values(sbottom_archive, region, name):
     grid = SignalGrid.from_path(sbottom_archive, region=region).select([name])
-    ds = pyhf_dask.scan(grid, kernel="pyhf", **SBOTTOM_SETTINGS).compute(
-        scheduler="synchronous")
+    ds = pyhf_dask.scan(grid, kernel="pyhf", **SBOTTOM_SETTINGS).compute(scheduler="synchronous")
     obs, exp = REFERENCE[(region, name)]
     assert str(ds.status.values[0]) == "converged"
     assert float(ds.CLs_obs[0]) == pytest.approx(obs, rel=1e-5)
@@ -127,20 +136,29 @@ def test_failing_fits_are_recorded_and_scan_goes_on(ewk3l_dir):
     grid = grid.take(range(3))
     ds = pyhf_dask.scan(grid, kernel="pyhf").compute(scheduler="synchronous")
     assert len(ds.point) == 3
-    for status, message, cls in zip(ds.status.values, ds.message.values, ds.CLs_obs.values,
-                                    strict=True):
+    for status, message, cls in zip(
+        ds.status.values, ds.message.values, ds.CLs_obs.values, strict=True
+    ):
         assert str(status) in ("converged", "failed")
         if status == "failed":
             assert np.isnan(cls)
-            assert "iterations" in message and "gradient" in message
+            assert "iterations" in message
+            assert "gradient" in message
     # pyhf's scipy fits stop after one iteration here: they must not pass silently
     assert (ds.status.values == "failed").any()
 
 
 def test_provenance_attrs_are_flat(seed_grid):
     ds = pyhf_dask.scan(seed_grid, kernel="pyhf")
-    for key in ("pyhf_version", "kernel", "test_stat", "normsys_interpcode",
-                "histosys_interpcode", "workspace_digest", "poi_name"):
+    for key in (
+        "pyhf_version",
+        "kernel",
+        "test_stat",
+        "normsys_interpcode",
+        "histosys_interpcode",
+        "workspace_digest",
+        "poi_name",
+    ):
         assert key in ds.attrs
     assert ds.attrs["workspace_digest"] == pyhf.utils.digest(seed_grid.workspace)
     assert all(isinstance(v, str | int | float | np.ndarray) for v in ds.attrs.values())

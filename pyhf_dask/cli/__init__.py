@@ -38,8 +38,9 @@ class _Group(click.Group):
 def main(ctx: click.Context, verbose: int, debug: bool) -> None:
     """Scan pyhf likelihoods over signal grids with Dask."""
     level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=logging.DEBUG if debug else level,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if debug else level, format="%(levelname)s %(name)s: %(message)s"
+    )
     ctx.meta["pyhf_dask.debug"] = debug
 
 

@@ -27,7 +27,8 @@ def format_table(ds: xr.Dataset, *, limit: int | None = None) -> str:
 
     Example:
         >>> ds = xr.Dataset(
-        ...     {"CLs_obs": ("point", [0.5]), "CLs_exp": (("point", "band"), [[.1, .2, .3, .4, .5]]),
+        ...     {"CLs_obs": ("point", [0.5]),
+        ...      "CLs_exp": (("point", "band"), [[.1, .2, .3, .4, .5]]),
         ...      "status": ("point", ["converged"])},
         ...     coords={"patch": ("point", ["a_1"]), "band": [-2, -1, 0, 1, 2]})
         >>> print(format_table(ds))  # doctest: +NORMALIZE_WHITESPACE
@@ -38,8 +39,16 @@ def format_table(ds: xr.Dataset, *, limit: int | None = None) -> str:
         ds = ds.isel(poi=0)
     names = [str(n) for n in ds["patch"].values]
     width = max([len("patch"), *map(len, names)])
-    header = ["patch".ljust(width), "CLs_obs", "exp-2σ", "exp-1σ", "exp   ", "exp+1σ",
-              "exp+2σ", "status"]
+    header = [
+        "patch".ljust(width),
+        "CLs_obs",
+        "exp-2σ",
+        "exp-1σ",
+        "exp   ",
+        "exp+1σ",
+        "exp+2σ",
+        "status",
+    ]
     rows = ["  ".join(header)]
     obs = np.asarray(ds["CLs_obs"].values)
     exp = np.asarray(ds["CLs_exp"].values)
@@ -66,34 +75,85 @@ def _write(ds: xr.Dataset, output: Path) -> None:
 @click.command()
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--region", help="Sub-folder of a folder or archive input (e.g. RegionA).")
-@click.option("--patch", "patterns", multiple=True, metavar="GLOB",
-              help="Only points whose name matches (repeatable), e.g. 'sbottom_1300_*'.")
+@click.option(
+    "--patch",
+    "patterns",
+    multiple=True,
+    metavar="GLOB",
+    help="Only points whose name matches (repeatable), e.g. 'sbottom_1300_*'.",
+)
 @click.option("--labels", help="Names of the coordinates in patch file names, e.g. msb,mn2,mn1.")
-@click.option("--poi-value", "poi_values", type=float, multiple=True,
-              help="POI value to test (repeatable: several make a POI scan with upper limits).")
-@click.option("--test-stat", type=click.Choice(["qtilde", "q"]), default=None,
-              help="Test statistic [default: qtilde].")
-@click.option("--normsys-interpcode", type=click.Choice(["code1", "code4"]), default=None,
-              help="normsys interpolation [default: pyhf's code1].")
-@click.option("--histosys-interpcode", type=click.Choice(["code0", "code2", "code4p"]),
-              default=None, help="histosys interpolation [default: pyhf's code0].")
+@click.option(
+    "--poi-value",
+    "poi_values",
+    type=float,
+    multiple=True,
+    help="POI value to test (repeatable: several make a POI scan with upper limits).",
+)
+@click.option(
+    "--test-stat",
+    type=click.Choice(["qtilde", "q"]),
+    default=None,
+    help="Test statistic [default: qtilde].",
+)
+@click.option(
+    "--normsys-interpcode",
+    type=click.Choice(["code1", "code4"]),
+    default=None,
+    help="normsys interpolation [default: pyhf's code1].",
+)
+@click.option(
+    "--histosys-interpcode",
+    type=click.Choice(["code0", "code2", "code4p"]),
+    default=None,
+    help="histosys interpolation [default: pyhf's code0].",
+)
 @click.option("--measurement", help="Measurement of the workspace [default: the first].")
-@click.option("--kernel", type=click.Choice(["auto", "pyhf", "jax"]), default=None,
-              help="Fit kernel [default: jax when installed, else pyhf].")
-@click.option("--device", type=click.Choice(["cpu", "gpu"]), default=None,
-              help="Device of the JAX kernel [default: JAX's choice].")
-@click.option("--executor", default="local", show_default=True,
-              help="Where fits run: local, threads, synchronous (more with extras).")
-@click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="Local worker processes [default: one per core].")
-@click.option("--chunk-size", type=click.IntRange(min=1), default=None,
-              help="Points per task [default: chosen from kernel and grid].")
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
-              help="Result file: .nc (netCDF-4).")
-@click.option("--table/--no-table", default=None,
-              help="Print a result table [default: when there is no output file].")
-@click.option("--progress/--no-progress", default=None,
-              help="Progress bar [default: on a terminal].")
+@click.option(
+    "--kernel",
+    type=click.Choice(["auto", "pyhf", "jax"]),
+    default=None,
+    help="Fit kernel [default: jax when installed, else pyhf].",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["cpu", "gpu"]),
+    default=None,
+    help="Device of the JAX kernel [default: JAX's choice].",
+)
+@click.option(
+    "--executor",
+    default="local",
+    show_default=True,
+    help="Where fits run: local, threads, synchronous (more with extras).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Local worker processes [default: one per core].",
+)
+@click.option(
+    "--chunk-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Points per task [default: chosen from kernel and grid].",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Result file: .nc (netCDF-4).",
+)
+@click.option(
+    "--table/--no-table",
+    default=None,
+    help="Print a result table [default: when there is no output file].",
+)
+@click.option(
+    "--progress/--no-progress", default=None, help="Progress bar [default: on a terminal]."
+)
 def scan(
     inputs: tuple[Path, ...],
     region: str | None,
@@ -135,9 +195,15 @@ def scan(
     grid = grid.select(patterns)
     poi: Any = poi_values[0] if len(poi_values) == 1 else (list(poi_values) or 1.0)
     lazy = build_scan(
-        grid, poi_value=poi, test_stat=test_stat, kernel=kernel, chunk_size=chunk_size,
-        normsys_interpcode=normsys_interpcode, histosys_interpcode=histosys_interpcode,
-        measurement=measurement, device=device,
+        grid,
+        poi_value=poi,
+        test_stat=test_stat,
+        kernel=kernel,
+        chunk_size=chunk_size,
+        normsys_interpcode=normsys_interpcode,
+        histosys_interpcode=histosys_interpcode,
+        measurement=measurement,
+        device=device,
     )
     log.info("scanning %d points with kernel %s on %s", len(grid), lazy.attrs["kernel"], executor)
     show_progress = sys.stderr.isatty() if progress is None else progress

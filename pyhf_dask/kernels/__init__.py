@@ -105,7 +105,8 @@ def get_kernel(name: str) -> Kernel:
         from pyhf_dask._optional import require
 
         require("jax", "jax")
-    return getattr(importlib.import_module(module), func)  # type: ignore[no-any-return]
+    kernel: Kernel = getattr(importlib.import_module(module), func)
+    return kernel
 
 
 def empty_result(n_points: int, n_poi: int) -> dict[str, np.ndarray]:

@@ -65,22 +65,29 @@ def _projected_gradient(
 def _recording_optimizer(records: list[FitRecord]) -> Any:
     from pyhf.optimize.opt_scipy import scipy_optimizer
 
-    class RecordingOptimizer(scipy_optimizer):  # type: ignore[misc]
+    class RecordingOptimizer(scipy_optimizer):
         """pyhf's SciPy optimizer that keeps a record of every minimisation."""
 
-        def _minimize(  # type: ignore[no-untyped-def]
+        def _minimize(  # noqa: PLR6301
             self, minimizer, func, x0, do_grad=False, bounds=None, fixed_vals=None, options=None
-        ):
+        ) -> Any:
             result = super()._minimize(
-                minimizer, func, x0, do_grad=do_grad, bounds=bounds,
-                fixed_vals=fixed_vals, options=options or {},
+                minimizer,
+                func,
+                x0,
+                do_grad=do_grad,
+                bounds=bounds,
+                fixed_vals=fixed_vals,
+                options=options or {},
             )
-            records.append(FitRecord(
-                bool(result.success),
-                int(getattr(result, "nit", -1)),
-                str(result.message),
-                _projected_gradient(result, bounds, fixed_vals),
-            ))
+            records.append(
+                FitRecord(
+                    bool(result.success),
+                    int(getattr(result, "nit", -1)),
+                    str(result.message),
+                    _projected_gradient(result, bounds, fixed_vals),
+                )
+            )
             return result
 
     return RecordingOptimizer()
@@ -130,8 +137,12 @@ def hypotest_chunk(
             model, data = build_model(workspace, patch, options)
             for j, poi in enumerate(poi_values):
                 obs, exp = pyhf.infer.hypotest(
-                    poi, data, model, test_stat=options["test_stat"],
-                    calctype=options["calctype"], return_expected_set=True,
+                    poi,
+                    data,
+                    model,
+                    test_stat=options["test_stat"],
+                    calctype=options["calctype"],
+                    return_expected_set=True,
                 )
                 out["CLs_obs"][i, j] = float(obs)
                 out["CLs_exp"][i, j] = [float(e) for e in exp]

@@ -1,0 +1,5 @@
+"""``python -m pyhf_dask`` runs the command line."""
+
+from pyhf_dask.cli import main
+
+main()

@@ -1,0 +1,103 @@
+"""The pyhf-dask command line: scans, output files, one-line errors with exit status 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import xarray as xr
+from click.testing import CliRunner
+from conftest import REFERENCE
+
+from pyhf_dask import __version__
+from pyhf_dask.cli import main
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pyhf_dask", *args], capture_output=True, text=True, check=False
+    )
+
+
+def test_version_and_help():
+    runner = CliRunner()
+    assert __version__ in runner.invoke(main, ["--version"]).output
+    result = runner.invoke(main, ["scan", "--help"])
+    assert result.exit_code == 0
+    for option in ("--region", "--patch", "--labels", "--poi-value", "--test-stat",
+                   "--normsys-interpcode", "--histosys-interpcode", "--kernel", "--workers",
+                   "--output"):
+        assert option in result.output
+
+
+def test_scan_archive_region_to_netcdf(sbottom_archive, tmp_path):
+    out = tmp_path / "regionA.nc"
+    result = _run(
+        "scan", str(sbottom_archive), "--region", "RegionA", "--patch", "sbottom_1300_205_60",
+        "--patch", "sbottom_1400_950_*", "--labels", "msb,mn2,mn1", "--normsys-interpcode",
+        "code4", "--histosys-interpcode", "code4p", "--kernel", "pyhf", "--workers", "2",
+        "-o", str(out),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "2 points: 2 converged, 0 failed" in result.stderr
+    with xr.open_dataset(out) as ds:
+        assert list(ds.patch.values) == ["sbottom_1300_205_60", "sbottom_1400_950_60"]
+        assert ds.msb.values.tolist() == [1300.0, 1400.0]
+        for i, name in enumerate(ds.patch.values):
+            obs, exp = REFERENCE[("RegionA", str(name))]
+            assert float(ds.CLs_obs[i]) == pytest.approx(obs, rel=1e-5)
+            np.testing.assert_allclose(ds.CLs_exp[i], exp, rtol=1e-5)
+
+
+def test_scan_patchset_prints_table_and_records_failures(ewk3l_dir):
+    runner = CliRunner()
+    result = runner.invoke(main, [
+        "scan", str(ewk3l_dir / "BkgOnly.json"), str(ewk3l_dir / "patchset.json"),
+        "--patch", "ERJR_100p0_20p0", "--kernel", "pyhf", "--executor", "synchronous",
+    ])
+    assert result.exit_code == 0, result.output
+    assert "ERJR_100p0_20p0" in result.output
+    assert "1 points:" in result.output
+
+
+def test_poi_scan_from_cli(seed_workspace, tmp_path):
+    import json
+
+    ws = tmp_path / "ws.json"
+    ws.write_text(json.dumps(seed_workspace))
+    patch = tmp_path / "patch.sig_1.json"
+    patch.write_text(json.dumps([{"op": "replace", "path": "/channels/0/samples/0/data",
+                                  "value": [12.0, 11.0]}]))
+    out = tmp_path / "ul.nc"
+    result = CliRunner().invoke(main, [
+        "scan", str(ws), str(patch), "--poi-value", "0.5", "--poi-value", "1", "--poi-value",
+        "2", "--poi-value", "3", "--kernel", "pyhf", "--executor", "synchronous", "-o", str(out),
+    ])
+    assert result.exit_code == 0, result.output
+    with xr.open_dataset(out) as ds:
+        assert ds.sizes["poi"] == 4
+        assert 1.0 < float(ds.upper_limit_obs[0]) < 3.0
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["scan", "missing.tar.gz"], "Error [archive]: missing.tar.gz: no such file or folder"),
+        (["scan", "--test-stat", "q0", "x"], "Invalid value for '--test-stat'"),
+        (["scan"], "Missing argument 'INPUTS...'"),
+    ],
+)
+def test_errors_are_one_line_with_status_2(args, expected):
+    result = _run(*args)
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_output_suffix(sbottom_archive):
+    result = _run("scan", str(sbottom_archive), "--region", "RegionA", "-o", "out.csv")
+    assert result.returncode == 2
+    assert "output must end in .nc or .zarr" in result.stderr
+    assert "Traceback" not in result.stderr
