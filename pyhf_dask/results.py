@@ -22,7 +22,7 @@ import xarray as xr
 
 from pyhf_dask.kernels import BAND
 
-__all__ = ["ScanSummary", "summarize", "to_netcdf", "unstack", "upper_limits"]
+__all__ = ["ScanSummary", "as_str", "summarize", "to_netcdf", "unstack", "upper_limits"]
 
 
 def upper_limits(
@@ -96,9 +96,20 @@ class ScanSummary(NamedTuple):
         return text + (f", {self.n_fallback} by fallback kernel" if self.n_fallback else "")
 
 
+def as_str(values: Any) -> np.ndarray:
+    """A NumPy ``str`` array from strings of any storage (object, fixed, StringDType).
+
+    Example:
+        >>> as_str(np.array(["a", "bc"], dtype=object)).tolist()
+        ['a', 'bc']
+    """
+    array = np.asarray(values)
+    return np.array([str(v) for v in array.ravel()], dtype=str).reshape(array.shape)
+
+
 def summarize(ds: xr.Dataset) -> ScanSummary:
     """Count converged, fallback and failed points of a computed result."""
-    status = np.asarray(ds["status"].values).astype(str)
+    status = as_str(ds["status"].values)
     return ScanSummary(
         n_points=int(status.size),
         n_converged=int((status == "converged").sum()),
@@ -112,6 +123,6 @@ def to_netcdf(ds: xr.Dataset, path: str | os.PathLike[str]) -> None:
     out = ds.copy()
     for name in ("message", "status", "patch"):
         if name in out.variables:
-            out[name] = out[name].astype(str)
+            out[name] = out[name].copy(data=as_str(out[name].values))
     encoding: dict[str, Any] = {}
     out.to_netcdf(path, engine="h5netcdf", encoding=encoding)

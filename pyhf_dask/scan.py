@@ -17,6 +17,7 @@ from pyhf_dask.exceptions import InvalidOption
 from pyhf_dask.graph import build_graph, default_chunk_size, variable_arrays
 from pyhf_dask.grid import SignalGrid
 from pyhf_dask.kernels import BAND, FitOptions, resolve_kernel
+from pyhf_dask.validate import validate_grid
 
 __all__ = ["TEST_STATS", "make_options", "measurement_poi", "scan"]
 
@@ -146,6 +147,7 @@ def scan(
         device=device,
     )
     kernel_name = resolve_kernel(kernel)
+    validate_grid(grid, poi_name=poi_name)
     cl = float(config.resolve(cl, "cl"))
     if not 0.0 < cl < 1.0:
         msg = f"confidence level must be between 0 and 1, got {cl}"

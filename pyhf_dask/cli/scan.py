@@ -20,6 +20,10 @@ __all__ = ["format_table", "scan"]
 log = logging.getLogger(__name__)
 
 _OUTPUT_SUFFIXES = (".nc", ".zarr")
+#: Exit status of ``--fail-on-error`` when some points failed.
+EXIT_FAILED_POINTS = 3
+#: Exit status after Ctrl-C.
+EXIT_INTERRUPTED = 130
 
 
 def format_table(ds: xr.Dataset, *, limit: int | None = None) -> str:
@@ -60,16 +64,6 @@ def format_table(ds: xr.Dataset, *, limit: int | None = None) -> str:
     if count < len(names):
         rows.append(f"... {len(names) - count} more points")
     return "\n".join(rows)
-
-
-def _write(ds: xr.Dataset, output: Path) -> None:
-    from pyhf_dask.results import to_netcdf
-
-    if output.suffix == ".nc":
-        to_netcdf(ds, output)
-    else:
-        msg = f"{output}: output must end in {' or '.join(_OUTPUT_SUFFIXES)}"
-        raise InvalidOption(msg)
 
 
 @click.command()
@@ -144,7 +138,18 @@ def _write(ds: xr.Dataset, output: Path) -> None:
     "--output",
     type=click.Path(path_type=Path),
     default=None,
-    help="Result file: .nc (netCDF-4).",
+    help="Result: .nc (netCDF-4, written at the end) or .zarr (written as chunks "
+    "finish; resumable).",
+)
+@click.option(
+    "--resume", is_flag=True, help="Continue a .zarr output: fit only the points it is missing."
+)
+@click.option("--retry-failed", is_flag=True, help="With --resume, fit failed points again.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing .zarr output.")
+@click.option(
+    "--fail-on-error",
+    is_flag=True,
+    help=f"Exit with status {EXIT_FAILED_POINTS} when any point failed.",
 )
 @click.option(
     "--table/--no-table",
@@ -170,6 +175,10 @@ def scan(
     workers: int | None,
     chunk_size: int | None,
     output: Path | None,
+    resume: bool,
+    retry_failed: bool,
+    overwrite: bool,
+    fail_on_error: bool,
     table: bool | None,
     progress: bool | None,
 ) -> None:
@@ -183,39 +192,84 @@ def scan(
     """
     from pyhf_dask.executors import open_scheduler
     from pyhf_dask.grid import SignalGrid
-    from pyhf_dask.results import summarize
+    from pyhf_dask.results import as_str, summarize, to_netcdf
     from pyhf_dask.scan import scan as build_scan
+    from pyhf_dask.store import scan_to_store
 
     if output is not None and output.suffix not in _OUTPUT_SUFFIXES:
         msg = f"{output}: output must end in {' or '.join(_OUTPUT_SUFFIXES)}"
         raise InvalidOption(msg)
+    to_store = output is not None and output.suffix == ".zarr"
+    if (resume or retry_failed or overwrite) and not to_store:
+        msg = "--resume, --retry-failed and --overwrite need a .zarr output (-o results.zarr)"
+        raise InvalidOption(msg)
+    if retry_failed and not resume:
+        msg = "--retry-failed only applies with --resume"
+        raise InvalidOption(msg)
     start = time.perf_counter()
-    label_list = [s for s in labels.split(",")] if labels else None
+    label_list = labels.split(",") if labels else None
     grid = SignalGrid.from_inputs(list(inputs), region=region, labels=label_list)
     grid = grid.select(patterns)
-    poi: Any = poi_values[0] if len(poi_values) == 1 else (list(poi_values) or 1.0)
-    lazy = build_scan(
-        grid,
-        poi_value=poi,
-        test_stat=test_stat,
-        kernel=kernel,
-        chunk_size=chunk_size,
-        normsys_interpcode=normsys_interpcode,
-        histosys_interpcode=histosys_interpcode,
-        measurement=measurement,
-        device=device,
-    )
-    log.info("scanning %d points with kernel %s on %s", len(grid), lazy.attrs["kernel"], executor)
+    options: dict[str, Any] = {
+        "poi_value": poi_values[0] if len(poi_values) == 1 else (list(poi_values) or 1.0),
+        "test_stat": test_stat,
+        "kernel": kernel,
+        "chunk_size": chunk_size,
+        "normsys_interpcode": normsys_interpcode,
+        "histosys_interpcode": histosys_interpcode,
+        "measurement": measurement,
+        "device": device,
+    }
     show_progress = sys.stderr.isatty() if progress is None else progress
-    with open_scheduler(executor, workers=workers) as scheduler, _progress(show_progress):
-        ds = lazy.compute(scheduler=scheduler)
-    if output is not None:
-        _write(ds, output)
+    try:
+        with open_scheduler(executor, workers=workers) as scheduler, _progress(show_progress):
+            if to_store:
+                assert output is not None
+                ds = scan_to_store(
+                    grid,
+                    output,
+                    resume=resume,
+                    retry_failed=retry_failed,
+                    overwrite=overwrite,
+                    scheduler=scheduler,
+                    **options,
+                )
+            else:
+                lazy = build_scan(grid, **options)
+                log.info("scanning %d points with kernel %s", len(grid), lazy.attrs["kernel"])
+                ds = lazy.compute(scheduler=scheduler)
+    except KeyboardInterrupt:
+        click.echo(_interrupted(output, inputs, to_store), err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    if output is not None and not to_store:
+        to_netcdf(ds, output)
     if table or (table is None and output is None):
         click.echo(format_table(ds))
     elapsed = time.perf_counter() - start
+    summary = summarize(ds)
     where = f" -> {output}" if output is not None else ""
-    click.echo(f"pyhf-dask: {summarize(ds)} in {elapsed:.1f} s{where}", err=True)
+    click.echo(f"pyhf-dask: {summary} in {elapsed:.1f} s{where}", err=True)
+    if summary.n_failed:
+        failed = as_str(ds.patch.values)[as_str(ds.status.values) == "failed"]
+        shown = ", ".join(failed[:5]) + (" ..." if len(failed) > 5 else "")
+        click.echo(f"pyhf-dask: failed points: {shown} (see the 'message' variable)", err=True)
+        if fail_on_error:
+            sys.exit(EXIT_FAILED_POINTS)
+
+
+def _interrupted(output: Path | None, inputs: tuple[Path, ...], to_store: bool) -> str:
+    if not to_store or output is None or not output.exists():
+        return "pyhf-dask: interrupted; nothing was written (a .zarr output keeps finished points)"
+    from pyhf_dask.results import as_str
+    from pyhf_dask.store import open_store
+
+    ds = open_store(output)
+    done = int((as_str(ds.status.values) != "pending").sum())
+    args = " ".join(str(p) for p in inputs)
+    return (
+        f"pyhf-dask: interrupted; {done} of {ds.sizes['point']} points are stored in {output}. "
+        f"Resume with: pyhf-dask scan {args} [same options] -o {output} --resume"
+    )
 
 
 @contextlib.contextmanager

@@ -1,0 +1,287 @@
+"""Incremental result stores: every finished chunk is on disk at once; resume after a crash.
+
+A store is a Zarr group written by xarray, so ``xarray.open_zarr(path)`` reads it at any
+time. It is created with every point ``status = "pending"`` and NaN results; then, as each
+fit task finishes, the client writes that chunk's points. Zarr writes each chunk file
+atomically (temporary file + rename), and the point's ``status`` is written last, after all
+its other variables, so a point whose status is not ``"pending"`` is complete even if the
+client was killed (SIGKILL) a moment later. On resume only ``"pending"`` points (and
+optionally ``"failed"`` ones) are fitted again, after checking that the inputs and settings
+are those the store was made with.
+
+Example:
+    >>> from pyhf_dask.grid import SignalGrid, scaled_signal, simple_workspace
+    >>> ws = simple_workspace([12.0, 11.0], [50.0, 52.0], [3.0, 7.0], [51.0, 48.0])
+    >>> grid = SignalGrid.from_function(ws, scaled_signal, scale=[1.0, 2.0])
+    >>> ds = scan_to_store(grid, "/tmp/doctest.zarr", overwrite=True, kernel="pyhf",
+    ...                    scheduler="synchronous")
+    >>> ds.status.values.tolist()
+    ['converged', 'converged']
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import xarray as xr
+from dask.callbacks import Callback
+
+from pyhf_dask._optional import require
+from pyhf_dask.exceptions import InvalidOption, SettingsMismatch
+from pyhf_dask.graph import FIT_PREFIX, extract
+from pyhf_dask.grid import SignalGrid
+from pyhf_dask.results import as_str
+from pyhf_dask.scan import scan
+
+__all__ = ["MATCHED_ATTRS", "StoreWriter", "open_store", "plan_resume", "scan_to_store"]
+
+log = logging.getLogger(__name__)
+
+PENDING = "pending"
+#: Attributes that must be equal between a store and the scan that resumes it.
+MATCHED_ATTRS = (
+    "workspace_digest",
+    "patches_digest",
+    "kernel",
+    "test_stat",
+    "calctype",
+    "poi_values",
+    "measurement",
+    "normsys_interpcode",
+    "histosys_interpcode",
+    "cl",
+    "labels",
+)
+#: Written in this order; ``status`` last, as the commit mark of a point.
+_ORDER = (
+    "CLs_obs",
+    "CLs_exp",
+    "upper_limit_obs",
+    "upper_limit_exp",
+    "message",
+    "fit_time",
+    "status",
+)
+
+
+class ResumePlan(NamedTuple):
+    """Which points of a store still need fitting."""
+
+    todo: np.ndarray
+    n_done: int
+    n_failed_retried: int
+
+
+def open_store(path: str | os.PathLike[str]) -> xr.Dataset:
+    """Open a result store (complete or not) as an in-memory Dataset."""
+    require("zarr", "zarr")
+    with xr.open_zarr(os.fspath(path), consolidated=False) as ds:
+        return ds.load()
+
+
+def _template(lazy: xr.Dataset) -> xr.Dataset:
+    data = {}
+    for name, var in lazy.data_vars.items():
+        if name == "status":
+            values = np.full(var.shape, PENDING, dtype=object)
+        elif name == "message":
+            values = np.full(var.shape, "", dtype=object)
+        else:
+            values = np.full(var.shape, np.nan, dtype=var.dtype)
+        data[name] = (var.dims, values, var.attrs)
+    coords = dict(lazy.coords)
+    coords["patch"] = ("point", lazy["patch"].values.astype(object))
+    return xr.Dataset(data, coords=coords, attrs=lazy.attrs)
+
+
+def _create(lazy: xr.Dataset, path: Path) -> None:
+    template = _template(lazy)
+    size = int(lazy.attrs["chunk_size"])
+    encoding = {
+        name: {"chunks": (min(size, var.shape[0]), *var.shape[1:])}
+        for name, var in template.data_vars.items()
+    }
+    template.to_zarr(os.fspath(path), mode="w-", encoding=encoding, consolidated=False)
+
+
+class StoreWriter(Callback):  # type: ignore[misc]
+    """Dask callback that writes each finished fit task's points into the store.
+
+    Args:
+        path: the Zarr store.
+        index: fit-task key -> store indices of its points.
+        poi_values, cl, squeeze: as in the Dataset, to derive upper limits.
+        on_write: called with the number of points written (progress, tests).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        index: dict[str, np.ndarray],
+        *,
+        poi_values: list[float],
+        cl: float,
+        squeeze: bool,
+        on_write: Callable[[int], None] | None = None,
+    ) -> None:
+        super().__init__()
+        zarr = require("zarr", "zarr")
+        self.group = zarr.open_group(os.fspath(path), mode="r+")
+        self.index = index
+        self.poi_values = poi_values
+        self.cl = cl
+        self.squeeze = squeeze
+        self.on_write = on_write
+        self.written = 0
+
+    def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
+        name = key if isinstance(key, str) else str(key)
+        if name in self.index:
+            self.write(self.index[name], result)
+
+    def write(self, idx: np.ndarray, result: dict[str, np.ndarray]) -> None:
+        """Write the points ``idx`` of one chunk result; ``status`` last."""
+        names = [n for n in _ORDER if n in self.group]
+        for name in names:
+            value = extract(result, name, self.poi_values, self.cl, self.squeeze)
+            array = self.group[name]
+            selection = (idx,) + (slice(None),) * (array.ndim - 1)
+            if name in ("message", "status"):
+                value = np.asarray(value, dtype=str).astype(object)
+            array.oindex[selection] = value
+        self.written += len(idx)
+        if self.on_write is not None:
+            self.on_write(len(idx))
+
+
+def plan_resume(store: xr.Dataset, lazy: xr.Dataset, *, retry_failed: bool) -> ResumePlan:
+    """Check that ``lazy`` is the scan ``store`` was made by; return what is left to fit."""
+    for key in MATCHED_ATTRS:
+        old, new = store.attrs.get(key), lazy.attrs.get(key)
+        if not np.array_equal(np.asarray(old), np.asarray(new)):
+            msg = (
+                f"the store was made with {key} = {old!r}, this scan has {new!r}; "
+                f"use the same inputs and settings, or a new output"
+            )
+            raise SettingsMismatch(msg)
+    status = as_str(store.status.values)
+    pending = status == PENDING
+    failed = status == "failed"
+    todo = pending | failed if retry_failed else pending
+    return ResumePlan(
+        todo=np.flatnonzero(todo),
+        n_done=int((~pending).sum()),
+        n_failed_retried=int(failed.sum()) if retry_failed else 0,
+    )
+
+
+def scan_to_store(
+    grid: SignalGrid,
+    path: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    retry_failed: bool = False,
+    overwrite: bool = False,
+    scheduler: Any = None,
+    on_write: Callable[[int], None] | None = None,
+    **scan_options: Any,
+) -> xr.Dataset:
+    """Scan ``grid`` writing every finished chunk to the Zarr store ``path``.
+
+    Args:
+        grid: the signal grid.
+        path: the ``.zarr`` store.
+        resume: continue an existing store (only missing points are fitted).
+        retry_failed: with ``resume``, fit the failed points again too.
+        overwrite: replace an existing store instead of refusing.
+        scheduler: any ``scheduler=`` for ``dask.compute``; a ``distributed.Client`` is
+            wrapped so results reach this process as they finish.
+        on_write: called with the number of points written after each chunk.
+        **scan_options: options of :func:`pyhf_dask.scan`.
+
+    Returns:
+        The complete result, read back from the store.
+    """
+    path = Path(path)
+    require("zarr", "zarr")
+    exists = path.exists()
+    if exists and not resume and not overwrite:
+        msg = f"{path} exists: resume it (--resume) or choose another output"
+        raise InvalidOption(msg)
+    if resume and not exists:
+        log.info("%s does not exist yet: starting a new scan", path)
+    if exists and overwrite and not resume:
+        shutil.rmtree(path)
+        exists = False
+    if exists:
+        stored = open_store(path)
+        scan_options.setdefault("chunk_size", int(stored.attrs["chunk_size"]))
+        lazy = scan(grid, **scan_options)
+        plan = plan_resume(stored, lazy, retry_failed=retry_failed)
+        log.info(
+            "resuming %s: %d of %d points done, %d to fit (%d failed retried)",
+            path,
+            plan.n_done,
+            len(grid),
+            len(plan.todo),
+            plan.n_failed_retried,
+        )
+        todo = plan.todo
+    else:
+        lazy = scan(grid, **scan_options)
+        _create(lazy, path)
+        todo = np.arange(len(grid))
+    if len(todo):
+        _fit_into(grid, path, todo, lazy, scheduler, on_write, scan_options)
+    return open_store(path)
+
+
+def _fit_into(
+    grid: SignalGrid,
+    path: Path,
+    todo: np.ndarray,
+    lazy: xr.Dataset,
+    scheduler: Any,
+    on_write: Callable[[int], None] | None,
+    scan_options: dict[str, Any],
+) -> None:
+    import dask
+
+    options = dict(scan_options)
+    options["chunk_size"] = int(lazy.attrs["chunk_size"])
+    sub = lazy if len(todo) == len(grid) else scan(grid.take(todo.tolist()), **options)
+    graph = dict(sub.__dask_graph__())
+    fit_keys = sorted(
+        (k for k in graph if str(k).startswith(FIT_PREFIX)),
+        key=lambda k: int(str(k).rsplit("-", 1)[1]),
+    )
+    size = int(lazy.attrs["chunk_size"])
+    index = {str(k): todo[int(str(k).rsplit("-", 1)[1]) :][:size] for k in fit_keys}
+    squeeze = "poi" not in lazy.dims
+    writer = StoreWriter(
+        path,
+        index,
+        poi_values=[float(v) for v in np.atleast_1d(lazy.attrs["poi_values"])],
+        cl=float(lazy.attrs["cl"]),
+        squeeze=squeeze,
+        on_write=on_write,
+    )
+    scheduler = _streaming(scheduler)
+    with writer:
+        # no graph optimisation: fusion would rename the fit tasks the writer listens to
+        dask.compute(sub["status"].data, scheduler=scheduler, optimize_graph=False)
+
+
+def _streaming(scheduler: Any) -> Any:
+    """A distributed Client does not run local callbacks: route it through the adapter."""
+    if type(scheduler).__name__ == "Client" and hasattr(scheduler, "get_executor"):
+        from pyhf_dask.executors import wrap
+
+        return wrap(scheduler.get_executor())
+    return scheduler

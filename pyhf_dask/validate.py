@@ -1,0 +1,84 @@
+"""Checks of a whole signal grid before any fit is submitted.
+
+Every patch is applied to the background-only workspace (cheaply, with structural sharing,
+see :mod:`pyhf_dask.patching`); the yields it brings in must be finite and non-negative;
+and the measurement's POI must be a ``normfactor`` of every patched model. For a grid
+defined by a function only the first point is checked here (the grid may have millions of
+points); the kernels record any later problem per point.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from pyhf_dask.exceptions import InvalidGrid, InvalidPatch, InvalidWorkspace
+from pyhf_dask.grid import SignalGrid, materialize
+from pyhf_dask.inputs import check_yields
+from pyhf_dask.patching import PatchConflict, apply_patch
+
+__all__ = ["validate_grid"]
+
+log = logging.getLogger(__name__)
+
+
+def _normfactors(spec: dict[str, Any]) -> Iterator[str]:
+    for channel in spec.get("channels", []):
+        for sample in channel.get("samples", []):
+            for modifier in sample.get("modifiers", []):
+                if modifier.get("type") == "normfactor":
+                    yield str(modifier.get("name"))
+
+
+def _check_values(ops: list[dict[str, Any]], where: str) -> None:
+    """Yields brought in by a patch: added samples, channels, data arrays, observations."""
+    for op in ops:
+        value = op.get("value")
+        path = str(op.get("path", ""))
+        if isinstance(value, dict) and "data" in value and "modifiers" in value:
+            check_yields({"channels": [{"name": path, "samples": [value]}]}, where)
+        elif isinstance(value, dict) and "samples" in value:
+            check_yields({"channels": [value]}, where)
+        elif isinstance(value, list) and path.endswith("/data"):
+            fake = {"name": path, "data": value, "modifiers": []}
+            if "/observations/" in path:
+                check_yields({"observations": [{"name": path, "data": value}]}, where)
+            else:
+                check_yields({"channels": [{"name": path, "samples": [fake]}]}, where)
+
+
+def validate_grid(grid: SignalGrid, *, poi_name: str) -> None:
+    """Raise a clear :class:`~pyhf_dask.exceptions.InputError` for the first bad point.
+
+    Args:
+        grid: the signal grid.
+        poi_name: the POI of the chosen measurement.
+    """
+    workspace = grid.workspace
+    if grid.patches is not None:
+        points = zip(grid.names, grid.patches, strict=True)
+    else:
+        points = zip(grid.names[:1], materialize(grid.chunk(0, 1)), strict=True)
+    missing_poi = []
+    for name, ops in points:
+        where = f"{grid.source}: patch {name!r}"
+        try:
+            patched = apply_patch(workspace, ops)
+        except PatchConflict as exc:
+            msg = f"{where}: {exc}"
+            raise InvalidPatch(msg) from exc
+        try:
+            _check_values(ops, where)
+        except InvalidWorkspace as exc:
+            raise InvalidPatch(str(exc)) from exc
+        if poi_name not in set(_normfactors(patched)):
+            missing_poi.append(name)
+    if missing_poi:
+        shown = ", ".join(missing_poi[:5]) + (" ..." if len(missing_poi) > 5 else "")
+        msg = (
+            f"{grid.source}: the POI {poi_name!r} is not a normfactor of the model for "
+            f"{len(missing_poi)} point(s): {shown}"
+        )
+        raise InvalidGrid(msg)
+    log.debug("validated %d points of %s", len(grid), grid.source)
