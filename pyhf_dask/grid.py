@@ -176,7 +176,7 @@ class SignalGrid:
             patchset = pyhf.PatchSet(ps_spec)
         except pyhf.exceptions.InvalidSpecification as exc:
             detail = getattr(exc, "path", "")
-            reason = getattr(exc, "message", str(exc))
+            reason = str(getattr(exc, "message", None) or exc).splitlines()[0]
             at = f" at {detail}" if detail else ""
             msg = f"{ps_where}: not a valid pyhf patchset{at}: {reason}"
             raise InvalidPatch(msg) from exc

@@ -125,7 +125,7 @@ def check_yields(spec: Mapping[str, Any], where: str) -> None:
                 else:
                     _check_numbers(data, mlabel, allow_negative=True)
     for observation in spec.get("observations", []):
-        label = f"{where}: observations of {observation.get('name')!r}"
+        label = f"{where}: observations of {observation.get('name')!r} data"
         _check_numbers(observation.get("data"), label, allow_negative=False)
 
 
@@ -143,11 +143,20 @@ def check_workspace(spec: Any, where: str) -> dict[str, Any]:
     try:
         pyhf.schema.validate(spec, "workspace.json")
     except pyhf.exceptions.InvalidSpecification as exc:
-        reason = getattr(exc, "message", None) or str(exc).splitlines()[0]
+        reason = str(getattr(exc, "message", None) or exc).splitlines()[0]
         detail = getattr(exc, "path", "")
         at = f" at {detail}" if detail else ""
         msg = f"{where}: not a valid pyhf workspace{at}: {reason}"
         raise InvalidWorkspace(msg) from exc
+    observed = {o.get("name") for o in spec.get("observations", [])}
+    for channel in spec.get("channels", []):
+        if channel.get("name") not in observed:
+            names = ", ".join(sorted(map(str, observed))) or "none"
+            msg = (
+                f"{where}: channel {channel.get('name')!r} has no observations "
+                f"(observations are given for: {names})"
+            )
+            raise InvalidWorkspace(msg)
     check_yields(spec, where)
     return spec
 
@@ -189,7 +198,8 @@ class FileTree:
         try:
             tar = tarfile.open(path, mode="r:*")  # noqa: SIM115 (closed by the with below)
         except (tarfile.TarError, OSError) as exc:
-            msg = f"{path}: not a readable tar archive ({exc})"
+            first = str(exc).splitlines()[0].rstrip(":")
+            msg = f"{path}: not a readable tar archive ({first})"
             raise InvalidArchive(msg) from exc
         with tar:
             infos = tar.getmembers()

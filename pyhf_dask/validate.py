@@ -48,6 +48,29 @@ def _check_values(ops: list[dict[str, Any]], where: str) -> None:
                 check_yields({"channels": [{"name": path, "samples": [fake]}]}, where)
 
 
+def _check_model(grid: SignalGrid, poi_name: str) -> None:
+    """Build pyhf's model of the first point: catches specs that pass the schema only."""
+    import pyhf
+
+    ops = grid.patches[0] if grid.patches is not None else materialize(grid.chunk(0, 1))[0]
+    spec = apply_patch(grid.workspace, ops)
+    try:
+        workspace = pyhf.Workspace(spec, validate=False)
+        model = workspace.model(poi_name=poi_name)
+        workspace.data(model)
+    except pyhf.exceptions.InvalidModel as exc:
+        if poi_name in str(exc):
+            return  # reported with the list of points below
+        msg = f"{grid.source}: patch {grid.names[0]!r}: the model cannot be built: {exc}"
+        raise InvalidWorkspace(msg) from exc
+    except Exception as exc:
+        msg = (
+            f"{grid.source}: patch {grid.names[0]!r}: the model cannot be built: "
+            f"{type(exc).__name__}: {exc}"
+        )
+        raise InvalidWorkspace(msg) from exc
+
+
 def validate_grid(grid: SignalGrid, *, poi_name: str) -> None:
     """Raise a clear :class:`~pyhf_dask.exceptions.InputError` for the first bad point.
 
@@ -74,6 +97,7 @@ def validate_grid(grid: SignalGrid, *, poi_name: str) -> None:
             raise InvalidPatch(str(exc)) from exc
         if poi_name not in set(_normfactors(patched)):
             missing_poi.append(name)
+    _check_model(grid, poi_name)
     if missing_poi:
         shown = ", ".join(missing_poi[:5]) + (" ..." if len(missing_poi) > 5 else "")
         msg = (

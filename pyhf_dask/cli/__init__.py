@@ -15,6 +15,16 @@ __all__ = ["main"]
 
 log = logging.getLogger("pyhf_dask")
 
+#: Exit status for bad input or options (as click uses for usage errors).
+EXIT_INPUT_ERROR = 2
+#: Exit status for an unexpected error (a bug: please report it).
+EXIT_INTERNAL_ERROR = 1
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message of an exception on one line (errors are printed as exactly one line)."""
+    return " ".join(str(exc).split())
+
 
 class _Group(click.Group):
     """A click group that prints pyhf_dask errors as one line and exits with status 2."""
@@ -26,8 +36,20 @@ class _Group(click.Group):
             if ctx.meta.get("pyhf_dask.debug"):
                 raise
             category = getattr(exc, "category", "error")
-            click.echo(f"Error [{category}]: {exc}", err=True)
-            sys.exit(2)
+            click.echo(f"Error [{category}]: {_one_line(exc)}", err=True)
+            sys.exit(EXIT_INPUT_ERROR)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            if ctx.meta.get("pyhf_dask.debug"):
+                raise
+            log.debug("unexpected error", exc_info=True)
+            click.echo(
+                f"Error [internal]: {type(exc).__name__}: {_one_line(exc)} "
+                "(rerun with --debug for details)",
+                err=True,
+            )
+            sys.exit(EXIT_INTERNAL_ERROR)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -41,6 +63,9 @@ def main(ctx: click.Context, verbose: int, debug: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if debug else level, format="%(levelname)s %(name)s: %(message)s"
     )
+    # pyhf logs expected failures (a model that cannot be built) with tracebacks at ERROR;
+    # pyhf_dask reports them itself, in one line.
+    logging.getLogger("pyhf").setLevel(logging.DEBUG if debug or verbose > 1 else logging.CRITICAL)
     ctx.meta["pyhf_dask.debug"] = debug
 
 

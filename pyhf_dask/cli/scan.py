@@ -13,7 +13,7 @@ import click
 import numpy as np
 import xarray as xr
 
-from pyhf_dask.exceptions import InvalidOption
+from pyhf_dask.exceptions import InputError, InvalidOption, PyhfDaskError
 
 __all__ = ["format_table", "scan"]
 
@@ -191,7 +191,6 @@ def scan(
       DIR_OR_ARCHIVE [--region NAME]        a folder or .tar.gz with BkgOnly.json + patches
     """
     from pyhf_dask.executors import open_scheduler
-    from pyhf_dask.grid import SignalGrid
     from pyhf_dask.results import as_str, summarize, to_netcdf
     from pyhf_dask.scan import scan as build_scan
     from pyhf_dask.store import scan_to_store
@@ -208,8 +207,7 @@ def scan(
         raise InvalidOption(msg)
     start = time.perf_counter()
     label_list = labels.split(",") if labels else None
-    grid = SignalGrid.from_inputs(list(inputs), region=region, labels=label_list)
-    grid = grid.select(patterns)
+    grid = _load_grid(inputs, region, label_list, patterns)
     options: dict[str, Any] = {
         "poi_value": poi_values[0] if len(poi_values) == 1 else (list(poi_values) or 1.0),
         "test_stat": test_stat,
@@ -221,6 +219,7 @@ def scan(
         "device": device,
     }
     show_progress = sys.stderr.isatty() if progress is None else progress
+    fitted: list[int] = []
     try:
         with open_scheduler(executor, workers=workers) as scheduler, _progress(show_progress):
             if to_store:
@@ -232,6 +231,7 @@ def scan(
                     retry_failed=retry_failed,
                     overwrite=overwrite,
                     scheduler=scheduler,
+                    on_write=fitted.append,
                     **options,
                 )
             else:
@@ -248,6 +248,8 @@ def scan(
     elapsed = time.perf_counter() - start
     summary = summarize(ds)
     where = f" -> {output}" if output is not None else ""
+    if to_store:
+        where = f" ({sum(fitted)} fitted in this run){where}"
     click.echo(f"pyhf-dask: {summary} in {elapsed:.1f} s{where}", err=True)
     if summary.n_failed:
         failed = as_str(ds.patch.values)[as_str(ds.status.values) == "failed"]
@@ -255,6 +257,24 @@ def scan(
         click.echo(f"pyhf-dask: failed points: {shown} (see the 'message' variable)", err=True)
         if fail_on_error:
             sys.exit(EXIT_FAILED_POINTS)
+
+
+def _load_grid(
+    inputs: tuple[Path, ...],
+    region: str | None,
+    labels: list[str] | None,
+    patterns: tuple[str, ...],
+) -> Any:
+    from pyhf_dask.grid import SignalGrid
+
+    try:
+        return SignalGrid.from_inputs(list(inputs), region=region, labels=labels).select(patterns)
+    except PyhfDaskError:
+        raise
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError) as exc:
+        names = ", ".join(map(str, inputs))
+        msg = f"{names}: cannot be read as a signal grid: {type(exc).__name__}: {exc}"
+        raise InputError(msg) from exc
 
 
 def _interrupted(output: Path | None, inputs: tuple[Path, ...], to_store: bool) -> str:

@@ -1,0 +1,271 @@
+"""``pyhf-dask plot`` and ``pyhf-dask contour``: exclusion plots and contours of a result file.
+
+Without options both use the first two grid labels as axes and, for a grid with more labels,
+the slice holding the most points (for the sbottom archive: ``msb`` against ``mn2`` at
+``mn1 = 60``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import click
+import xarray as xr
+
+from pyhf_dask.contours import CURVES, SliceValue
+from pyhf_dask.exceptions import InputError, InvalidOption
+
+__all__ = ["contour", "open_result", "parse_where", "plot"]
+
+log = logging.getLogger(__name__)
+
+_FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
+_KINDS = ("exclusion", "cls", "brazil", "limits")
+
+
+def open_result(path: Path) -> xr.Dataset:
+    """Read a result file (netCDF, as written by ``pyhf-dask scan -o``) into memory."""
+    if not path.exists():
+        msg = f"{path}: no such file"
+        raise InputError(msg)
+    try:
+        with xr.open_dataset(path) as opened:
+            ds = opened.load()
+    except (OSError, ValueError) as exc:
+        msg = f"{path}: not a readable result file ({exc})"
+        raise InputError(msg) from exc
+    if "CLs_obs" not in ds or "point" not in ds.dims:
+        msg = f"{path}: not a pyhf_dask result (no CLs_obs over points)"
+        raise InputError(msg)
+    return ds
+
+
+def parse_where(items: tuple[str, ...]) -> dict[str, SliceValue]:
+    """``("mn1=60", "mx=10:20")`` into ``{"mn1": 60.0, "mx": (10.0, 20.0)}``.
+
+    Example:
+        >>> parse_where(("mn1=60", "mx=10:20"))
+        {'mn1': 60.0, 'mx': (10.0, 20.0)}
+    """
+    where: dict[str, SliceValue] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            if not sep or not name.strip():
+                raise ValueError(item)
+            if ":" in value:
+                low, high = (float(v) for v in value.split(":"))
+                where[name.strip()] = (min(low, high), max(low, high))
+            else:
+                where[name.strip()] = float(value)
+        except ValueError as exc:
+            msg = f"--where {item!r}: expected NAME=VALUE or NAME=LOW:HIGH, e.g. mn1=60"
+            raise InvalidOption(msg) from exc
+    return where
+
+
+def _plane_options(func: Any) -> Any:
+    options = [
+        click.option(
+            "-x",
+            "--x",
+            "x",
+            metavar="NAME",
+            help="Coordinate on the horizontal axis [default: first grid label].",
+        ),
+        click.option(
+            "-y",
+            "--y",
+            "y",
+            metavar="NAME",
+            help="Coordinate on the vertical axis [default: second grid label].",
+        ),
+        click.option(
+            "--where",
+            multiple=True,
+            metavar="NAME=VALUE",
+            help="Slice of another coordinate, e.g. mn1=60 or mn1=50:70 (repeatable) "
+            "[default: the slice holding the most points].",
+        ),
+        click.option(
+            "--cl", type=float, default=None, help="Confidence level [default: the result's, 0.95]."
+        ),
+        click.option(
+            "--poi",
+            type=float,
+            default=None,
+            help="POI value of a POI scan [default: 1, or the nearest].",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@click.command()
+@click.argument("results", type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Figure file: .png, .pdf or .svg.",
+)
+@click.option(
+    "--kind",
+    type=click.Choice(_KINDS),
+    default="exclusion",
+    show_default=True,
+    help="exclusion plot, CLs map, Brazil band of a point, or upper-limit map.",
+)
+@_plane_options
+@click.option("--band2/--no-band2", default=False, help="Also draw the ±2σ expected band.")
+@click.option("--points/--no-points", default=True, help="Mark the fitted points.")
+@click.option(
+    "--symbols/--names",
+    default=False,
+    help="Axis labels as SUSY symbols (m(b̃₁)) or coordinate names [default: names].",
+)
+@click.option(
+    "--curve",
+    type=click.Choice(CURVES),
+    default="obs",
+    show_default=True,
+    help="Curve of a CLs map.",
+)
+@click.option(
+    "--point",
+    default="0",
+    metavar="NAME|INDEX",
+    help="Point of a Brazil band: patch name or index [default: 0].",
+)
+@click.option("--title", default=None, help="Title of an exclusion plot.")
+def plot(
+    results: Path,
+    output: Path,
+    kind: str,
+    x: str | None,
+    y: str | None,
+    where: tuple[str, ...],
+    cl: float | None,
+    poi: float | None,
+    band2: bool,
+    points: bool,
+    symbols: bool,
+    curve: str,
+    point: str,
+    title: str | None,
+) -> None:
+    """Draw an exclusion plot (or another plot) of RESULTS.nc into a figure file."""
+    from pyhf_dask import plots
+
+    if output.suffix.lower() not in _FIGURE_SUFFIXES:
+        msg = f"{output}: figure file must end in {', '.join(_FIGURE_SUFFIXES)}"
+        raise InvalidOption(msg)
+    ds = open_result(results)
+    slice_ = parse_where(where)
+    if kind == "exclusion":
+        plots.plot_exclusion(
+            ds,
+            x=x,
+            y=y,
+            where=slice_,
+            cl=cl,
+            poi=poi,
+            band2=band2,
+            show_points=points,
+            symbols=symbols,
+            title=title,
+            save_figure=output,
+        )
+    elif kind == "cls":
+        plots.plot_cls_map(
+            ds,
+            curve=curve,
+            x=x,
+            y=y,
+            where=slice_,
+            cl=cl,
+            poi=poi,
+            symbols=symbols,
+            save_figure=output,
+        )
+    elif kind == "brazil":
+        which: int | str = int(point) if point.lstrip("-").isdigit() else point
+        plots.plot_brazil(ds, point=which, cl=cl, save_figure=output)
+    else:
+        plots.plot_upper_limits(ds, x=x, y=y, where=slice_, symbols=symbols, save_figure=output)
+    click.echo(f"wrote {output}")
+
+
+@click.command()
+@click.argument("results", type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="JSON file [default: standard output].",
+)
+@_plane_options
+@click.option(
+    "--curve",
+    "curves",
+    type=click.Choice(CURVES),
+    multiple=True,
+    help="Curve to trace (repeatable) [default: all]",
+)
+@click.option(
+    "--limits",
+    is_flag=True,
+    help="Trace where the upper limit on the POI is 1 (POI scans) instead of CLs.",
+)
+@click.option(
+    "--resolution",
+    type=click.IntRange(min=10),
+    default=200,
+    show_default=True,
+    help="Interpolation mesh nodes per axis.",
+)
+def contour(
+    results: Path,
+    output: Path | None,
+    x: str | None,
+    y: str | None,
+    where: tuple[str, ...],
+    cl: float | None,
+    poi: float | None,
+    curves: tuple[str, ...],
+    limits: bool,
+    resolution: int,
+) -> None:
+    """Write the CLs = 1 - CL contours of RESULTS.nc as JSON polylines."""
+    from pyhf_dask.contours import find_contours
+
+    if output is not None and output.suffix.lower() != ".json":
+        msg = f"{output}: contour file must end in .json"
+        raise InvalidOption(msg)
+    ds = open_result(results)
+    found = find_contours(
+        ds,
+        x=x,
+        y=y,
+        where=parse_where(where),
+        cl=cl,
+        poi=poi,
+        curves=curves or CURVES,
+        resolution=resolution,
+        quantity="upper_limit" if limits else "cls",
+    )
+    text = found.to_json(indent=1)
+    if output is None:
+        click.echo(text)
+    else:
+        output.write_text(text + "\n", encoding="utf-8")
+        lines = sum(len(c.lines) for c in found.contours)
+        click.echo(
+            f"wrote {output}: {lines} lines in {found.x_name}-{found.y_name}"
+            + (f" at {found.selection}" if found.selection else "")
+        )
