@@ -181,7 +181,7 @@ def main() -> None:
         {"BkgOnly.json": ws, "patchset.json": bad_ps},
         ["{case}/BkgOnly.json", "{case}/patchset.json"],
         "patch",
-        r"not a valid pyhf patchset at metadata\.references\.hepdata: 'ins0' does not match",
+        r"not a valid pyhf patchset at metadata\.references\.hepdata: 'ins0'",
     )
     write(
         "11_malformed_patch_json",
