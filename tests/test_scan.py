@@ -162,3 +162,13 @@ def test_provenance_attrs_are_flat(seed_grid):
         assert key in ds.attrs
     assert ds.attrs["workspace_digest"] == pyhf.utils.digest(seed_grid.workspace)
     assert all(isinstance(v, str | int | float | np.ndarray) for v in ds.attrs.values())
+
+
+def test_graph_grows_with_chunks_not_points(seed_workspace):
+    small = SignalGrid.from_function(seed_workspace, scaled_signal, scale=np.linspace(0, 2, 1000))
+    large = SignalGrid.from_function(seed_workspace, scaled_signal, scale=np.linspace(0, 2, 10_000))
+    n_small = len(dict(pyhf_dask.scan(small, kernel="pyhf", chunk_size=50).__dask_graph__()))
+    n_large = len(dict(pyhf_dask.scan(large, kernel="pyhf", chunk_size=500).__dask_graph__()))
+    assert n_small == n_large  # 20 chunks each
+    n_more = len(dict(pyhf_dask.scan(large, kernel="pyhf", chunk_size=250).__dask_graph__()))
+    assert n_more > n_large

@@ -1,0 +1,142 @@
+"""Incremental Zarr stores: resume, settings checks, and a client killed with SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from pyhf_dask.exceptions import InvalidOption, SettingsMismatch
+from pyhf_dask.grid import SignalGrid, scaled_signal
+from pyhf_dask.results import as_str
+from pyhf_dask.store import open_store, scan_to_store
+
+
+def _same_results(a: xr.Dataset, b: xr.Dataset) -> None:
+    np.testing.assert_array_equal(a.CLs_obs.values, b.CLs_obs.values)
+    np.testing.assert_array_equal(a.CLs_exp.values, b.CLs_exp.values)
+    assert as_str(a.status.values).tolist() == as_str(b.status.values).tolist()
+    assert as_str(a.patch.values).tolist() == as_str(b.patch.values).tolist()
+
+
+def test_store_equals_in_memory_scan_and_resume_fits_nothing(seed_grid, tmp_path):
+    import pyhf_dask
+
+    path = tmp_path / "r.zarr"
+    written: list[int] = []
+    ds = scan_to_store(
+        seed_grid,
+        path,
+        kernel="pyhf",
+        chunk_size=3,
+        scheduler="synchronous",
+        on_write=written.append,
+    )
+    assert sorted(written) == [1, 3]
+    memory = pyhf_dask.scan(seed_grid, kernel="pyhf", chunk_size=3).compute(scheduler="synchronous")
+    _same_results(ds, memory)
+    again: list[int] = []
+    scan_to_store(
+        seed_grid, path, resume=True, kernel="pyhf", scheduler="synchronous", on_write=again.append
+    )
+    assert again == []
+    with pytest.raises(InvalidOption, match="exists"):
+        scan_to_store(seed_grid, path, kernel="pyhf")
+
+
+def test_resume_refuses_other_settings(seed_grid, seed_workspace, tmp_path):
+    path = tmp_path / "r.zarr"
+    scan_to_store(seed_grid, path, kernel="pyhf", scheduler="synchronous")
+    with pytest.raises(SettingsMismatch, match="test_stat"):
+        scan_to_store(seed_grid, path, resume=True, kernel="pyhf", test_stat="q")
+    other = SignalGrid.from_function(seed_workspace, scaled_signal, scale=[0.5, 1.0])
+    with pytest.raises(SettingsMismatch, match="patches_digest"):
+        scan_to_store(other, path, resume=True, kernel="pyhf")
+
+
+def test_retry_failed_refits_only_failed_points(ewk3l_dir, tmp_path):
+    grid = SignalGrid.from_patchset(ewk3l_dir / "BkgOnly.json", ewk3l_dir / "patchset.json")
+    grid = grid.take(range(4))
+    path = tmp_path / "r.zarr"
+    first = scan_to_store(grid, path, kernel="pyhf", chunk_size=2, scheduler="synchronous")
+    n_failed = int((as_str(first.status.values) == "failed").sum())
+    assert n_failed > 0
+    written: list[int] = []
+    scan_to_store(
+        grid,
+        path,
+        resume=True,
+        retry_failed=True,
+        kernel="pyhf",
+        scheduler="synchronous",
+        on_write=written.append,
+    )
+    assert sum(written) == n_failed
+
+
+def _seed_inputs(tmp_path, seed_workspace, n_points):
+    ws = tmp_path / "BkgOnly.json"
+    ws.write_text(json.dumps(seed_workspace))
+    files = []
+    for k in range(n_points):
+        scale = 0.2 + 0.05 * k
+        patch = tmp_path / f"patch.sig_{k}.json"
+        patch.write_text(json.dumps(scaled_signal(scale)))
+        files.append(str(patch))
+    return [str(ws), *files]
+
+
+def _done(path) -> int:
+    try:
+        return int((as_str(open_store(path).status.values) != "pending").sum())
+    except Exception:  # the store may not exist yet
+        return 0
+
+
+def test_sigkill_then_resume_fits_only_missing_points(seed_workspace, tmp_path):
+    n_points = 120
+    inputs = _seed_inputs(tmp_path, seed_workspace, n_points)
+    store = tmp_path / "killed.zarr"
+    args = [*inputs, "--kernel", "pyhf", "--chunk-size", "4", "--workers", "1"]
+    cmd = [sys.executable, "-m", "pyhf_dask", "scan", *args, "-o", str(store)]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
+    deadline = time.monotonic() + 120
+    while _done(store) < 8 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert proc.poll() is None, "the scan finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)  # the client and its worker processes
+    proc.wait()
+    partial = open_store(store)  # readable after SIGKILL
+    status = as_str(partial.status.values)
+    done = status != "pending"
+    assert 8 <= done.sum() < n_points
+    assert np.isfinite(partial.CLs_obs.values[done]).all()
+    assert np.isnan(partial.CLs_obs.values[~done]).all()
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "pyhf_dask", "scan", *args, "-o", str(store), "--resume"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    fitted = int(re.search(r"\((\d+) fitted in this run\)", resumed.stderr).group(1))
+    assert fitted == n_points - int(done.sum())
+
+    clean = tmp_path / "clean.zarr"
+    subprocess.run(
+        [sys.executable, "-m", "pyhf_dask", "scan", *args, "-o", str(clean)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    _same_results(open_store(store), open_store(clean))
