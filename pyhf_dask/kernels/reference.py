@@ -10,6 +10,7 @@ are marked failed with what the optimizer did, never returned as a silent number
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
@@ -62,13 +63,37 @@ def _projected_gradient(
     return float(np.max(np.abs(grad))) if grad.size else 0.0
 
 
-def _recording_optimizer(records: list[FitRecord]) -> Any:
+_LOCAL = threading.local()
+_OPTIMIZER: Any = None
+
+
+def _records() -> list[FitRecord]:
+    """This thread's fit records (pyhf's optimizer is process-global, threads are not)."""
+    if not hasattr(_LOCAL, "records"):
+        _LOCAL.records = []
+    records: list[FitRecord] = _LOCAL.records
+    return records
+
+
+def _use_recording_optimizer() -> None:
+    """Make pyhf's backend NumPy with the recording SciPy optimizer, once per process."""
+    global _OPTIMIZER  # noqa: PLW0603
+    import pyhf
+
+    if _OPTIMIZER is None:
+        _OPTIMIZER = _recording_optimizer()
+    tensorlib, optimizer = pyhf.get_backend()
+    if tensorlib.name != "numpy" or optimizer is not _OPTIMIZER:
+        pyhf.set_backend("numpy", _OPTIMIZER)
+
+
+def _recording_optimizer() -> Any:
     from pyhf.optimize.opt_scipy import scipy_optimizer
 
     class RecordingOptimizer(scipy_optimizer):
         """pyhf's SciPy optimizer that keeps a record of every minimisation."""
 
-        def _minimize(  # noqa: PLR6301
+        def _minimize(
             self, minimizer, func, x0, do_grad=False, bounds=None, fixed_vals=None, options=None
         ) -> Any:
             result = super()._minimize(
@@ -80,7 +105,7 @@ def _recording_optimizer(records: list[FitRecord]) -> Any:
                 fixed_vals=fixed_vals,
                 options=options or {},
             )
-            records.append(
+            _records().append(
                 FitRecord(
                     bool(result.success),
                     int(getattr(result, "nit", -1)),
@@ -128,8 +153,8 @@ def hypotest_chunk(
     poi_values = list(options["poi_values"])
     tolerance = float(options.get("gradient_tolerance", 1.0))
     out = empty_result(len(patches), len(poi_values))
-    records: list[FitRecord] = []
-    pyhf.set_backend("numpy", _recording_optimizer(records))
+    records = _records()
+    _use_recording_optimizer()
     for i, patch in enumerate(patches):
         start = time.perf_counter()
         records.clear()
