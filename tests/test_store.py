@@ -140,3 +140,43 @@ def test_sigkill_then_resume_fits_only_missing_points(seed_workspace, tmp_path):
         check=True,
     )
     _same_results(open_store(store), open_store(clean))
+
+
+def test_ctrl_c_keeps_finished_points_and_says_how_to_resume(seed_workspace, tmp_path):
+    psutil = pytest.importorskip("psutil")
+    inputs = _seed_inputs(tmp_path, seed_workspace, 120)
+    store = tmp_path / "interrupted.zarr"
+    cmd = [
+        sys.executable,
+        "-m",
+        "pyhf_dask",
+        "scan",
+        *inputs,
+        "--kernel",
+        "pyhf",
+        "--chunk-size",
+        "4",
+        "--workers",
+        "2",
+        "-o",
+        str(store),
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    deadline = time.monotonic() + 120
+    while _done(store) < 8 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert proc.poll() is None, "the scan finished before it could be interrupted"
+    children = psutil.Process(proc.pid).children(recursive=True)
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "interrupted;" in err
+    assert f"-o {store} --resume" in err
+    assert "Traceback" not in err
+    _, alive = psutil.wait_procs(children, timeout=30)
+    assert alive == []  # outstanding tasks were cancelled with their workers
+    done = _done(store)
+    assert 8 <= done < 120
+    assert f"{done} of 120 points are stored" in err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -239,7 +240,7 @@ def scan(
                 log.info("scanning %d points with kernel %s", len(grid), lazy.attrs["kernel"])
                 ds = lazy.compute(scheduler=scheduler)
     except KeyboardInterrupt:
-        click.echo(_interrupted(output, inputs, to_store), err=True)
+        click.echo(_interrupted(output, to_store), err=True)
         sys.exit(EXIT_INTERRUPTED)
     if output is not None and not to_store:
         to_netcdf(ds, output)
@@ -277,7 +278,7 @@ def _load_grid(
         raise InputError(msg) from exc
 
 
-def _interrupted(output: Path | None, inputs: tuple[Path, ...], to_store: bool) -> str:
+def _interrupted(output: Path | None, to_store: bool) -> str:
     if not to_store or output is None or not output.exists():
         return "pyhf-dask: interrupted; nothing was written (a .zarr output keeps finished points)"
     from pyhf_dask.results import as_str
@@ -285,10 +286,11 @@ def _interrupted(output: Path | None, inputs: tuple[Path, ...], to_store: bool) 
 
     ds = open_store(output)
     done = int((as_str(ds.status.values) != "pending").sum())
-    args = " ".join(str(p) for p in inputs)
+    argv = [a for a in sys.argv[1:] if a != "--resume"]
+    command = shlex.join(["pyhf-dask", *argv, "--resume"])
     return (
         f"pyhf-dask: interrupted; {done} of {ds.sizes['point']} points are stored in {output}. "
-        f"Resume with: pyhf-dask scan {args} [same options] -o {output} --resume"
+        f"Resume with: {command}"
     )
 
 
