@@ -33,7 +33,15 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_BKG_ONLY_NAMES = ("bkgonly.json",)
+def is_bkg_only(path: PurePosixPath) -> bool:
+    """Whether a file name is a background-only workspace (``BkgOnly.json``, ``bkgonly_SR.json``).
+
+    Example:
+        >>> is_bkg_only(PurePosixPath("RegionA/BkgOnly.json"))
+        True
+    """
+    name = path.name.lower()
+    return name.startswith("bkgonly") and name.endswith(".json")
 _PATCH_PREFIX = "patch."
 
 
@@ -247,7 +255,7 @@ class FileTree:
 
     def folders(self) -> list[PurePosixPath]:
         """Folders (relative) that hold a background-only workspace."""
-        return sorted({p.parent for p in self if p.name.lower() in _BKG_ONLY_NAMES})
+        return sorted({p.parent for p in self if is_bkg_only(p)})
 
 
 @dataclass(frozen=True)
@@ -294,7 +302,12 @@ def find_region(tree: FileTree, region: str | None) -> Region:
         msg = f"{tree.source}: holds several regions, choose one with --region ({names})"
         raise InvalidArchive(msg)
     files = [p for p in tree if p.parent == folder]
-    workspace = next(p for p in files if p.name.lower() in _BKG_ONLY_NAMES)
+    workspaces = [p for p in files if is_bkg_only(p)]
+    if len(workspaces) > 1:
+        names = ", ".join(p.name for p in workspaces)
+        msg = f"{tree.where(folder)}: holds several background-only workspaces ({names})"
+        raise InvalidArchive(msg)
+    workspace = workspaces[0]
     patch_files = tuple(p for p in files if p.name.startswith(_PATCH_PREFIX))
     patchsets = [p for p in files if "patchset" in p.name.lower()]
     if patch_files and patchsets:
