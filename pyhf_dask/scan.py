@@ -132,7 +132,7 @@ def scan(
         >>> ws = simple_workspace([12.0, 11.0], [50.0, 52.0], [3.0, 7.0], [51.0, 48.0])
         >>> ds = scan(SignalGrid.from_function(ws, scaled_signal, scale=[1.0]), kernel="pyhf")
         >>> round(float(ds.CLs_obs.compute()[0]), 4)
-        0.1162
+        0.0525
     """
     squeeze = np.ndim(poi_value) == 0
     poi_values = [float(v) for v in np.atleast_1d(np.asarray(poi_value, dtype=np.float64))]

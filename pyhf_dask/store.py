@@ -13,8 +13,9 @@ Example:
     >>> from pyhf_dask.grid import SignalGrid, scaled_signal, simple_workspace
     >>> ws = simple_workspace([12.0, 11.0], [50.0, 52.0], [3.0, 7.0], [51.0, 48.0])
     >>> grid = SignalGrid.from_function(ws, scaled_signal, scale=[1.0, 2.0])
-    >>> ds = scan_to_store(grid, "/tmp/doctest.zarr", overwrite=True, kernel="pyhf",
-    ...                    scheduler="synchronous")
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "results.zarr"
+    >>> ds = scan_to_store(grid, path, kernel="pyhf", scheduler="synchronous")
     >>> ds.status.values.tolist()
     ['converged', 'converged']
 """

@@ -26,19 +26,44 @@ def test_version_and_help():
     assert __version__ in runner.invoke(main, ["--version"]).output
     result = runner.invoke(main, ["scan", "--help"])
     assert result.exit_code == 0
-    for option in ("--region", "--patch", "--labels", "--poi-value", "--test-stat",
-                   "--normsys-interpcode", "--histosys-interpcode", "--kernel", "--workers",
-                   "--output"):
+    for option in (
+        "--region",
+        "--patch",
+        "--labels",
+        "--poi-value",
+        "--test-stat",
+        "--normsys-interpcode",
+        "--histosys-interpcode",
+        "--kernel",
+        "--workers",
+        "--output",
+    ):
         assert option in result.output
 
 
 def test_scan_archive_region_to_netcdf(sbottom_archive, tmp_path):
     out = tmp_path / "regionA.nc"
     result = _run(
-        "scan", str(sbottom_archive), "--region", "RegionA", "--patch", "sbottom_1300_205_60",
-        "--patch", "sbottom_1400_950_*", "--labels", "msb,mn2,mn1", "--normsys-interpcode",
-        "code4", "--histosys-interpcode", "code4p", "--kernel", "pyhf", "--workers", "2",
-        "-o", str(out),
+        "scan",
+        str(sbottom_archive),
+        "--region",
+        "RegionA",
+        "--patch",
+        "sbottom_1300_205_60",
+        "--patch",
+        "sbottom_1400_950_*",
+        "--labels",
+        "msb,mn2,mn1",
+        "--normsys-interpcode",
+        "code4",
+        "--histosys-interpcode",
+        "code4p",
+        "--kernel",
+        "pyhf",
+        "--workers",
+        "2",
+        "-o",
+        str(out),
     )
     assert result.returncode == 0, result.stderr
     assert "2 points: 2 converged, 0 failed" in result.stderr
@@ -53,10 +78,20 @@ def test_scan_archive_region_to_netcdf(sbottom_archive, tmp_path):
 
 def test_scan_patchset_prints_table_and_records_failures(ewk3l_dir):
     runner = CliRunner()
-    result = runner.invoke(main, [
-        "scan", str(ewk3l_dir / "BkgOnly.json"), str(ewk3l_dir / "patchset.json"),
-        "--patch", "ERJR_100p0_20p0", "--kernel", "pyhf", "--executor", "synchronous",
-    ])
+    result = runner.invoke(
+        main,
+        [
+            "scan",
+            str(ewk3l_dir / "BkgOnly.json"),
+            str(ewk3l_dir / "patchset.json"),
+            "--patch",
+            "ERJR_100p0_20p0",
+            "--kernel",
+            "pyhf",
+            "--executor",
+            "synchronous",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "ERJR_100p0_20p0" in result.output
     assert "1 points:" in result.output
@@ -68,13 +103,32 @@ def test_poi_scan_from_cli(seed_workspace, tmp_path):
     ws = tmp_path / "ws.json"
     ws.write_text(json.dumps(seed_workspace))
     patch = tmp_path / "patch.sig_1.json"
-    patch.write_text(json.dumps([{"op": "replace", "path": "/channels/0/samples/0/data",
-                                  "value": [12.0, 11.0]}]))
+    patch.write_text(
+        json.dumps([{"op": "replace", "path": "/channels/0/samples/0/data", "value": [12.0, 11.0]}])
+    )
     out = tmp_path / "ul.nc"
-    result = CliRunner().invoke(main, [
-        "scan", str(ws), str(patch), "--poi-value", "0.5", "--poi-value", "1", "--poi-value",
-        "2", "--poi-value", "3", "--kernel", "pyhf", "--executor", "synchronous", "-o", str(out),
-    ])
+    result = CliRunner().invoke(
+        main,
+        [
+            "scan",
+            str(ws),
+            str(patch),
+            "--poi-value",
+            "0.5",
+            "--poi-value",
+            "1",
+            "--poi-value",
+            "2",
+            "--poi-value",
+            "3",
+            "--kernel",
+            "pyhf",
+            "--executor",
+            "synchronous",
+            "-o",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     with xr.open_dataset(out) as ds:
         assert ds.sizes["poi"] == 4
@@ -101,3 +155,37 @@ def test_bad_output_suffix(sbottom_archive):
     assert result.returncode == 2
     assert "output must end in .nc or .zarr" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _seed_files(tmp_path, seed_workspace, n=4):
+    import json
+
+    from pyhf_dask.grid import scaled_signal
+
+    ws = tmp_path / "BkgOnly.json"
+    ws.write_text(json.dumps(seed_workspace))
+    for k in range(n):
+        (tmp_path / f"patch.sig_{k + 1}.json").write_text(json.dumps(scaled_signal(0.5 * (k + 1))))
+    return tmp_path
+
+
+@pytest.mark.parametrize("executor", ["processes", "distributed", "parsl", "endpoint-local"])
+def test_scan_on_each_executor(seed_workspace, tmp_path, executor):
+    folder = _seed_files(tmp_path, seed_workspace)
+    out = tmp_path / f"{executor}.nc"
+    ref = tmp_path / "ref.nc"
+    common = [str(folder), "--kernel", "pyhf", "--chunk-size", "2"]
+    assert _run("scan", *common, "--executor", "synchronous", "-o", str(ref)).returncode == 0
+    result = _run("scan", *common, "--executor", executor, "--workers", "2", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "4 points: 4 converged, 0 failed" in result.stderr
+    with xr.open_dataset(out) as got, xr.open_dataset(ref) as want:
+        np.testing.assert_array_equal(got.CLs_obs.values, want.CLs_obs.values)
+
+
+def test_globus_needs_an_endpoint(seed_workspace, tmp_path):
+    folder = _seed_files(tmp_path, seed_workspace, n=1)
+    result = _run("scan", str(folder), "--kernel", "pyhf", "--executor", "globus")
+    assert result.returncode == 2
+    assert result.stderr.startswith("Error [option]: ")
+    assert "--endpoint" in result.stderr

@@ -23,6 +23,17 @@ log = logging.getLogger(__name__)
 _OUTPUT_SUFFIXES = (".nc", ".zarr")
 #: Exit status of ``--fail-on-error`` when some points failed.
 EXIT_FAILED_POINTS = 3
+#: Names accepted by ``--executor`` (see :func:`pyhf_dask.executors.open_scheduler`).
+EXECUTOR_NAMES = (
+    "local",
+    "threads",
+    "synchronous",
+    "processes",
+    "distributed",
+    "parsl",
+    "globus",
+    "endpoint-local",
+)
 #: Exit status after Ctrl-C.
 EXIT_INTERRUPTED = 130
 
@@ -118,9 +129,49 @@ def format_table(ds: xr.Dataset, *, limit: int | None = None) -> str:
 )
 @click.option(
     "--executor",
+    type=click.Choice(EXECUTOR_NAMES),
     default="local",
     show_default=True,
-    help="Where fits run: local, threads, synchronous (more with extras).",
+    help="Where fits run. local: a spawned process pool on this machine; distributed, "
+    "parsl, globus: remote workers (extras of the same names); endpoint-local: an "
+    "in-process Globus Compute endpoint engine.",
+)
+@click.option("--endpoint", metavar="UUID", help="Globus Compute endpoint (--executor globus).")
+@click.option(
+    "--scheduler-address",
+    metavar="ADDR",
+    help="Running Dask scheduler, e.g. tcp://host:8786 (--executor distributed; default: "
+    "a loopback LocalCluster).",
+)
+@click.option(
+    "--parsl-config",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Python file defining a Parsl 'config' (--executor parsl; default: a local HTEX).",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["globus", "process"]),
+    default="globus",
+    show_default=True,
+    help="Endpoint engine of --executor endpoint-local.",
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="Extra attempts of a failed, lost or timed-out fit task (remote executors).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Seconds per fit task before it is retried (remote executors) [default: none].",
+)
+@click.option(
+    "--check-versions/--no-check-versions",
+    default=True,
+    help="Check that workers run the same pyhf_dask and pyhf versions [default: on].",
 )
 @click.option(
     "--workers",
@@ -173,6 +224,13 @@ def scan(
     kernel: str | None,
     device: str | None,
     executor: str,
+    endpoint: str | None,
+    scheduler_address: str | None,
+    parsl_config: str | None,
+    engine: str,
+    retries: int,
+    timeout: float | None,
+    check_versions: bool,
     workers: int | None,
     chunk_size: int | None,
     output: Path | None,
@@ -222,7 +280,18 @@ def scan(
     show_progress = sys.stderr.isatty() if progress is None else progress
     fitted: list[int] = []
     try:
-        with open_scheduler(executor, workers=workers) as scheduler, _progress(show_progress):
+        scheduler_cm = open_scheduler(
+            executor,
+            workers=workers,
+            endpoint=endpoint,
+            scheduler_address=scheduler_address,
+            parsl_config=parsl_config,
+            engine=engine,
+            retries=retries,
+            timeout=timeout,
+            check_versions=check_versions,
+        )
+        with scheduler_cm as scheduler, _progress(show_progress):
             if to_store:
                 assert output is not None
                 ds = scan_to_store(
