@@ -1,31 +1,99 @@
 """Where a scan's graph runs: schedulers for ``dask.compute`` built from executor names.
 
 ``open_scheduler("local")`` is the embedded default: Dask's process pool, started with
-the ``spawn`` method (JAX deadlocks in processes forked after JAX was used).
+the ``spawn`` method (JAX deadlocks in processes forked after JAX was used). The other
+executors route fit tasks through :class:`~pyhf_dask.executors.adapter.ExecutorScheduler`
+(retries, timeouts, failed points marked instead of aborting the scan):
+
+========================  ==================================================  ===========
+name                      where fit tasks run                                 extra
+========================  ==================================================  ===========
+``local``                 Dask multiprocessing pool (spawn)                   --
+``threads``               Dask thread pool                                    --
+``synchronous``           this thread                                         --
+``processes``             ``concurrent.futures.ProcessPoolExecutor`` (spawn)  --
+``distributed``           ``--scheduler-address`` or a loopback LocalCluster  distributed
+``parsl``                 ``--parsl-config FILE`` or a loopback local HTEX    parsl
+``globus``                Globus Compute endpoint ``--endpoint UUID``          globus
+``endpoint-local``        an in-process Globus Compute endpoint engine        globus
+========================  ==================================================  ===========
+
+Any other ``concurrent.futures.Executor`` can be wrapped directly:
+``ds.compute(scheduler=pyhf_dask.executors.wrap(executor))``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 from collections.abc import Iterator
 from typing import Any
 
 from pyhf_dask.exceptions import InvalidOption
+from pyhf_dask.executors.adapter import ExecutorScheduler
 
-__all__ = ["EXECUTORS", "open_scheduler"]
+__all__ = ["EXECUTORS", "ExecutorScheduler", "open_scheduler", "wrap"]
 
-EXECUTORS = ("local", "synchronous", "threads")
+log = logging.getLogger(__name__)
+
+EXECUTORS = (
+    "local",
+    "synchronous",
+    "threads",
+    "processes",
+    "distributed",
+    "parsl",
+    "globus",
+    "endpoint-local",
+)
+
+
+def wrap(executor: Any, **kwargs: Any) -> ExecutorScheduler:
+    """Scheduler for ``dask.compute`` that sends fit tasks to ``executor``.
+
+    Globus Compute (and legacy funcX) executors get their payload limits applied.
+
+    Example:
+        >>> from concurrent.futures import ThreadPoolExecutor
+        >>> with ThreadPoolExecutor(2) as pool:
+        ...     wrap(pool, retries=1).retries
+        1
+    """
+    from pyhf_dask.executors.globus import wrap as _wrap
+
+    return _wrap(executor, **kwargs)
 
 
 @contextlib.contextmanager
-def open_scheduler(executor: str = "local", *, workers: int | None = None, **_: Any) -> Iterator[Any]:
+def open_scheduler(
+    executor: str = "local",
+    *,
+    workers: int | None = None,
+    endpoint: str | None = None,
+    scheduler_address: str | None = None,
+    parsl_config: str | os.PathLike[str] | None = None,
+    engine: str = "globus",
+    retries: int = 2,
+    timeout: float | None = None,
+    check_versions: bool = True,
+    **_: Any,
+) -> Iterator[Any]:
     """Context manager yielding a ``scheduler=`` value for ``dask.compute``.
 
+    Everything it starts is shut down on exit, also after an error.
+
     Args:
-        executor: ``"local"`` (process pool), ``"threads"`` or ``"synchronous"``.
-        workers: worker processes or threads (default: one per core).
+        executor: one of :data:`EXECUTORS`.
+        workers: local worker processes or threads (default: one per core).
+        endpoint: Globus Compute endpoint UUID (``globus``).
+        scheduler_address: address of a running Dask scheduler (``distributed``).
+        parsl_config: Python file defining a Parsl ``config`` (``parsl``).
+        engine: ``"globus"`` or ``"process"`` (``endpoint-local``).
+        retries: extra attempts of a failed, lost or timed-out fit task.
+        timeout: seconds per fit task (``None``: no limit).
+        check_versions: compare pyhf_dask/pyhf versions with a worker at the start.
 
     Example:
         >>> with open_scheduler("synchronous") as scheduler:
@@ -35,6 +103,11 @@ def open_scheduler(executor: str = "local", *, workers: int | None = None, **_: 
     import dask
 
     n = workers or os.cpu_count() or 1
+    options: dict[str, Any] = {
+        "retries": retries,
+        "timeout": timeout,
+        "check_versions": check_versions,
+    }
     if executor == "synchronous":
         yield "synchronous"
     elif executor == "threads":
@@ -44,6 +117,38 @@ def open_scheduler(executor: str = "local", *, workers: int | None = None, **_: 
 
         with dask.config.set({"multiprocessing.context": "spawn"}):
             yield functools.partial(dask.multiprocessing.get, num_workers=n)
+    elif executor == "processes":
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as pool:
+            yield ExecutorScheduler(pool, name="process pool", **options)
+    elif executor == "distributed":
+        from pyhf_dask.executors.distributed import open_distributed
+
+        with open_distributed(scheduler_address, workers=workers, **options) as scheduler:
+            yield scheduler
+    elif executor == "parsl":
+        from pyhf_dask.executors.parsl import open_parsl
+
+        with open_parsl(parsl_config, workers=workers, **options) as scheduler:
+            yield scheduler
+    elif executor == "globus":
+        from pyhf_dask.executors.globus import open_globus
+
+        if not endpoint:
+            msg = "--executor globus needs --endpoint UUID (see deploy/GUIDE.md)"
+            raise InvalidOption(msg)
+        with open_globus(endpoint, **options) as scheduler:
+            yield scheduler
+    elif executor == "endpoint-local":
+        from pyhf_dask.executors.engine import LocalEndpointExecutor
+
+        local = LocalEndpointExecutor(engine, workers=workers)
+        try:
+            yield wrap(local, name=f"local endpoint ({engine})", **options)
+        finally:
+            local.shutdown()
     else:
         msg = f"unknown executor {executor!r} (choose from: {', '.join(EXECUTORS)})"
         raise InvalidOption(msg)

@@ -22,8 +22,8 @@ Example:
     ...                     kernel="pyhf")
     >>> with ThreadPoolExecutor(1) as pool:
     ...     out = ds.compute(scheduler=ExecutorScheduler(pool, check_versions=False))
-    >>> round(float(out.CLs_obs[0]), 4)
-    0.1162
+    >>> bool(out.CLs_obs.equals(ds.CLs_obs.compute(scheduler="synchronous")))
+    True
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ import numpy as np
 
 from pyhf_dask.exceptions import InvalidOption, VersionMismatch
 from pyhf_dask.graph import FIT_PREFIX
+from pyhf_dask.grid import FunctionPatches
 from pyhf_dask.kernels import FIELDS, empty_result, fit_chunk
 
 __all__ = ["ExecutorScheduler", "estimate_payload", "split_patches", "worker_versions"]
@@ -100,10 +101,10 @@ def split_patches(patches: Any, parts: int) -> list[Any]:
     """
     n = _n_points(patches)
     bounds = np.array_split(np.arange(n), min(parts, n))
-    out = []
+    out: list[Any] = []
     for idx in bounds:
         start, stop = int(idx[0]), int(idx[-1]) + 1
-        if hasattr(patches, "values") and dataclasses.is_dataclass(patches):
+        if isinstance(patches, FunctionPatches):
             out.append(dataclasses.replace(patches, values=patches.values[start:stop]))
         else:
             out.append(list(patches[start:stop]))
@@ -199,10 +200,11 @@ class ExecutorScheduler:
     def _submit(self, part: _Part) -> cf.Future[Any]:
         part.attempts += 1
         part.started = time.monotonic()
-        return self.executor.submit(part.func, *part.args, **part.kwargs)  # type: ignore[no-any-return]
+        return self.executor.submit(part.func, *part.args, **part.kwargs)
 
-    def _parts(self, key: Hashable, func: Callable[..., Any], args: tuple[Any, ...],
-               kwargs: dict[str, Any]) -> list[_Part]:
+    def _parts(
+        self, key: Hashable, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> list[_Part]:
         """Split a fit task into submissions that respect the payload limits."""
         if func is not fit_chunk or len(args) != 4:
             return [_Part(key, (0,), func, args, kwargs, None)]
@@ -219,8 +221,12 @@ class ExecutorScheduler:
             pieces = [q for p in pieces for q in self._fit_payload(kernel, workspace, p, options)]
         if len(pieces) > 1:
             self.stats["split"] = self.stats.get("split", 0) + 1
-            log.info("%s: chunk %s split into %d submissions to respect payload limits",
-                     self.name, key, len(pieces))
+            log.info(
+                "%s: chunk %s split into %d submissions to respect payload limits",
+                self.name,
+                key,
+                len(pieces),
+            )
         return [
             _Part(key, (i,), func, (kernel, workspace, p, options), kwargs, _n_points(p), n_poi)
             for i, p in enumerate(pieces)
@@ -242,13 +248,16 @@ class ExecutorScheduler:
                 "a payload limit, e.g. --executor distributed or parsl)"
             )
             raise InvalidOption(msg)
-        return [q for p in split_patches(patches, 2)
-                for q in self._fit_payload(kernel, workspace, p, options)]
+        return [
+            q
+            for p in split_patches(patches, 2)
+            for q in self._fit_payload(kernel, workspace, p, options)
+        ]
 
     def _probe_versions(self) -> cf.Future[Any] | None:
         if not self.check_versions or self._versions_checked:
             return None
-        return self.executor.submit(worker_versions)  # type: ignore[no-any-return]
+        return self.executor.submit(worker_versions)
 
     def _check_probe(self, future: cf.Future[Any]) -> None:
         self._versions_checked = True
@@ -268,7 +277,8 @@ class ExecutorScheduler:
         if remote != local:
             diff = ", ".join(
                 f"{k}: client {local[k]} / worker {remote.get(k)}"
-                for k in local if remote.get(k) != local[k]
+                for k in local
+                if remote.get(k) != local[k]
             )
             msg = f"client and workers of {self.name} run different versions ({diff})"
             raise VersionMismatch(msg)
@@ -277,8 +287,13 @@ class ExecutorScheduler:
 class _Run:
     """State of one ``ExecutorScheduler.__call__``."""
 
-    def __init__(self, owner: ExecutorScheduler, graph: dict[Any, Any], keys: Any,
-                 callbacks: tuple[list[Any], ...]) -> None:
+    def __init__(
+        self,
+        owner: ExecutorScheduler,
+        graph: dict[Any, Any],
+        keys: Any,
+        callbacks: tuple[list[Any], ...],
+    ) -> None:
         from dask.core import flatten
 
         self.owner = owner
@@ -294,9 +309,13 @@ class _Run:
         self.waiting = {k: set(ds) for k, ds in self.deps.items() if ds}
         self.cache: dict[Any, Any] = {}
         self.state: dict[str, Any] = {
-            "cache": self.cache, "ready": [k for k, ds in self.deps.items() if not ds],
-            "waiting": self.waiting, "running": set(), "finished": set(),
-            "dependents": self.dependents, "dependencies": self.deps,
+            "cache": self.cache,
+            "ready": [k for k, ds in self.deps.items() if not ds],
+            "waiting": self.waiting,
+            "running": set(),
+            "finished": set(),
+            "dependents": self.dependents,
+            "dependencies": self.deps,
         }
         self.remaining: dict[Any, int] = {}
         self.results: dict[Any, dict[tuple[int, ...], Any]] = defaultdict(dict)
@@ -321,8 +340,9 @@ class _Run:
                     pending.add(probe)
                 if not pending:
                     continue
-                done, _ = cf.wait(pending, timeout=self._wait_time(),
-                                  return_when=cf.FIRST_COMPLETED)
+                done, _ = cf.wait(
+                    pending, timeout=self._wait_time(), return_when=cf.FIRST_COMPLETED
+                )
                 if probe is not None and probe in done:
                     done.discard(probe)
                     self.owner._check_probe(probe)
@@ -417,15 +437,26 @@ class _Run:
         part.errors.append(reason)
         if part.attempts <= self.owner.retries:
             self.owner.stats["retried"] += 1
-            log.warning("%s: %s attempt %d failed (%s); retrying", self.owner.name, part.key,
-                        part.attempts, reason)
+            log.warning(
+                "%s: %s attempt %d failed (%s); retrying",
+                self.owner.name,
+                part.key,
+                part.attempts,
+                reason,
+            )
             self.queued.append(part)
             return
         self.owner.stats["failed"] += 1
         if part.n_points is None:
             raise exc
-        log.error("%s: %s failed after %d attempts (%s); marking %d points failed",
-                  self.owner.name, part.key, part.attempts, reason, part.n_points)
+        log.error(
+            "%s: %s failed after %d attempts (%s); marking %d points failed",
+            self.owner.name,
+            part.key,
+            part.attempts,
+            reason,
+            part.n_points,
+        )
         result = empty_result(part.n_points, part.n_poi)
         result["message"][:] = (
             f"task failed after {part.attempts} attempt(s) on {self.owner.name}: {reason}"
@@ -438,9 +469,18 @@ class _Run:
         log.info("%s: result of %s too large; splitting", self.owner.name, part.key)
         self.remaining[part.key] += len(pieces) - 1
         for j, p in enumerate(pieces):  # (i, j) sorts between (i - 1,) and (i + 1,)
-            self.queued.append(_Part(part.key, (*part.index, j), part.func,
-                                     (kernel, workspace, p, options), part.kwargs,
-                                     _n_points(p), part.n_poi, part.attempts))
+            self.queued.append(
+                _Part(
+                    part.key,
+                    (*part.index, j),
+                    part.func,
+                    (kernel, workspace, p, options),
+                    part.kwargs,
+                    _n_points(p),
+                    part.n_poi,
+                    part.attempts,
+                )
+            )
 
     def _part_done(self, part: _Part, value: Any) -> None:
         self.results[part.key][part.index] = value
@@ -448,9 +488,11 @@ class _Run:
         if self.remaining[part.key]:
             return
         pieces = [v for _, v in sorted(self.results.pop(part.key).items())]
-        value = pieces[0] if len(pieces) == 1 else {
-            name: np.concatenate([p[name] for p in pieces]) for name in FIELDS
-        }
+        value = (
+            pieces[0]
+            if len(pieces) == 1
+            else {name: np.concatenate([p[name] for p in pieces]) for name in FIELDS}
+        )
         del self.remaining[part.key]
         self._finish(part.key, value)
 

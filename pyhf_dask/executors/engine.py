@@ -120,8 +120,9 @@ class LocalEndpointExecutor(cf.Executor):
         except BaseException:
             self._stop_engine()
             raise
-        log.info("started %s (%d workers) in %s", type(self.engine).__name__, self.workers,
-                 self.run_dir)
+        log.info(
+            "started %s (%d workers) in %s", type(self.engine).__name__, self.workers, self.run_dir
+        )
 
     def _make_engine(self, engine: str, retries: int, heartbeat: int) -> Any:
         from globus_compute_endpoint import engines
@@ -181,7 +182,7 @@ class LocalEndpointExecutor(cf.Executor):
             )
             raise InvalidOption(msg)
         task = Task(task_id=uuid.uuid4(), task_buffer=fn_buffer + payload)
-        return messagepack.pack(task)  # type: ignore[no-any-return]
+        return messagepack.pack(task)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future[Any]:
         """Pack ``fn(*args, **kwargs)`` as a Globus Compute task and run it on the engine."""
@@ -193,7 +194,7 @@ class LocalEndpointExecutor(cf.Executor):
                 msg = f"{self!r} is shut down; no new tasks may be submitted"
                 raise RuntimeError(msg)
             packed = self.pack(fn, args, kwargs)
-            task_id = messagepack.unpack(packed).task_id
+            task_id: Any = getattr(messagepack.unpack(packed), "task_id")  # noqa: B009
             gc_future = GCFuture(task_id)
             out: cf.Future[Any] = cf.Future()
             out.set_running_or_notify_cancel()
@@ -208,7 +209,7 @@ class LocalEndpointExecutor(cf.Executor):
         if out.done():
             return
         try:
-            result = messagepack.unpack(gc_future.result())
+            result: Any = messagepack.unpack(gc_future.result())
             if result.is_error:
                 out.set_exception(TaskExecutionFailed(str(result.data)))
             else:
@@ -222,8 +223,11 @@ class LocalEndpointExecutor(cf.Executor):
         import psutil
 
         me = psutil.Process()
-        return [p.pid for p in me.children(recursive=True)
-                if "worker" in " ".join(p.cmdline()).lower() or self.engine_name == "process"]
+        return [
+            p.pid
+            for p in me.children(recursive=True)
+            if "worker" in " ".join(p.cmdline()).lower() or self.engine_name == "process"
+        ]
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop the engine (safe to call twice); removes a temporary run directory."""

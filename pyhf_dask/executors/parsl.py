@@ -1,0 +1,121 @@
+"""Parsl: a user's Parsl configuration file, or a loopback-only local HighThroughputExecutor.
+
+A Parsl configuration file is a Python file that defines ``config`` (a
+``parsl.config.Config``), as in Parsl's documentation; see ``deploy/parsl_slurm.py``.
+
+Example:
+    >>> with open_parsl(workers=2) as scheduler:  # doctest: +SKIP
+    ...     ds.compute(scheduler=scheduler)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import runpy
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pyhf_dask._optional import require
+from pyhf_dask.exceptions import InvalidOption
+from pyhf_dask.executors.adapter import ExecutorScheduler
+
+__all__ = ["load_config", "local_config", "open_parsl"]
+
+log = logging.getLogger(__name__)
+
+
+def local_config(workers: int | None = None, run_dir: str | None = None) -> Any:
+    """A Parsl ``Config``: one HighThroughputExecutor on this machine, loopback only.
+
+    The interchange binds to 127.0.0.1 (``address``), its client side uses 127.0.0.1
+    (``loopback_address``) and messages are CurveZMQ-encrypted (``encrypted=True``).
+    Parsl's own retries are off: :class:`ExecutorScheduler` retries.
+    """
+    require("parsl", "parsl")
+    from parsl.config import Config
+    from parsl.executors import HighThroughputExecutor
+    from parsl.providers import LocalProvider
+
+    htex = HighThroughputExecutor(
+        label="pyhf-dask-htex",
+        address="127.0.0.1",
+        loopback_address="127.0.0.1",
+        encrypted=True,
+        max_workers_per_node=workers or os.cpu_count() or 1,
+        heartbeat_period=2,
+        heartbeat_threshold=6,
+        provider=LocalProvider(init_blocks=1, min_blocks=1, max_blocks=1),
+    )
+    return Config(
+        executors=[htex],
+        retries=0,
+        run_dir=run_dir or "runinfo",
+        initialize_logging=False,
+        strategy="none",
+    )
+
+
+def load_config(path: str | os.PathLike[str]) -> Any:
+    """The ``config`` object defined by the Python file ``path``."""
+    require("parsl", "parsl")
+    from parsl.config import Config
+
+    file = Path(path)
+    if not file.is_file():
+        msg = f"{file}: Parsl configuration file not found"
+        raise InvalidOption(msg)
+    namespace = runpy.run_path(str(file))
+    config = namespace.get("config")
+    if not isinstance(config, Config):
+        msg = f"{file}: must define `config = parsl.config.Config(...)`"
+        raise InvalidOption(msg)
+    return config
+
+
+@contextlib.contextmanager
+def open_parsl(
+    config: str | os.PathLike[str] | Any | None = None,
+    *,
+    workers: int | None = None,
+    retries: int = 2,
+    timeout: float | None = None,
+    check_versions: bool = True,
+) -> Iterator[ExecutorScheduler]:
+    """Yield an :class:`ExecutorScheduler` over Parsl's ``ParslPoolExecutor``.
+
+    Args:
+        config: a Parsl ``Config``, a path to a Python file defining ``config``, or
+            ``None`` for :func:`local_config` (run directory in a temporary folder).
+        workers: workers of the local configuration.
+        retries: extra attempts of a failed fit task.
+        timeout: seconds per fit task.
+        check_versions: compare pyhf_dask/pyhf versions with a worker first.
+    """
+    require("parsl", "parsl")
+    from parsl.concurrent import ParslPoolExecutor
+
+    tmp = None
+    parsl_config: Any
+    if config is None:
+        tmp = tempfile.mkdtemp(prefix="pyhf-dask-parsl-")
+        parsl_config = local_config(workers, run_dir=os.path.join(tmp, "runinfo"))
+    elif isinstance(config, str | os.PathLike):
+        parsl_config = load_config(config)
+    else:
+        parsl_config = config
+    pool = None
+    try:
+        pool = ParslPoolExecutor(parsl_config)
+        yield ExecutorScheduler(
+            pool, retries=retries, timeout=timeout, check_versions=check_versions, name="Parsl"
+        )
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=False)
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
