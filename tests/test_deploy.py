@@ -73,7 +73,7 @@ def test_endpoint_config(path, tmp_path, monkeypatch):
         kubeconfig = tmp_path / "kubeconfig"
         kubeconfig.write_text(KUBECONFIG)
         monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-        import kubernetes.config.kube_config as kube_config  # reads KUBECONFIG at import
+        from kubernetes.config import kube_config  # reads KUBECONFIG at import
 
         monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
     monkeypatch.chdir(tmp_path)
