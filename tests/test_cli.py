@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import xarray as xr
 from click.testing import CliRunner
-from conftest import REFERENCE
+from reference_values import REFERENCE
 
 from pyhf_dask import __version__
 from pyhf_dask.cli import main

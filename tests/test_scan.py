@@ -6,7 +6,7 @@ import dask
 import numpy as np
 import pyhf
 import pytest
-from conftest import REFERENCE, SBOTTOM_SETTINGS
+from reference_values import REFERENCE, SBOTTOM_SETTINGS
 
 import pyhf_dask
 from pyhf_dask.exceptions import InvalidOption

@@ -1,17 +1,18 @@
 """Where a scan's graph runs: schedulers for ``dask.compute`` built from executor names.
 
-``open_scheduler("local")`` is the embedded default: Dask's process pool, started with
-the ``spawn`` method (JAX deadlocks in processes forked after JAX was used). The other
-executors route fit tasks through :class:`~pyhf_dask.executors.adapter.ExecutorScheduler`
-(retries, timeouts, failed points marked instead of aborting the scan):
+``open_scheduler("local")`` is the embedded default: a process pool on this machine,
+started with the ``spawn`` method (JAX deadlocks in processes forked after JAX was used).
+It and the remote executors route fit tasks through
+:class:`~pyhf_dask.executors.adapter.ExecutorScheduler` (retries, timeouts, failed points
+marked instead of aborting the scan; every other task runs in this process):
 
 ========================  ==================================================  ===========
 name                      where fit tasks run                                 extra
 ========================  ==================================================  ===========
-``local``                 Dask multiprocessing pool (spawn)                   --
+``local``                 ``concurrent.futures.ProcessPoolExecutor`` (spawn)  --
 ``threads``               Dask thread pool                                    --
 ``synchronous``           this thread                                         --
-``processes``             ``concurrent.futures.ProcessPoolExecutor`` (spawn)  --
+``processes``             the same as ``local`` (an alias)                    --
 ``distributed``           ``--scheduler-address`` or a loopback LocalCluster  distributed
 ``parsl``                 ``--parsl-config FILE`` or a loopback local HTEX    parsl
 ``globus``                Globus Compute endpoint ``--endpoint UUID``          globus
@@ -112,17 +113,16 @@ def open_scheduler(
         yield "synchronous"
     elif executor == "threads":
         yield functools.partial(dask.threaded.get, num_workers=n)
-    elif executor == "local":
-        import dask.multiprocessing
-
-        with dask.config.set({"multiprocessing.context": "spawn"}):
-            yield functools.partial(dask.multiprocessing.get, num_workers=n)
-    elif executor == "processes":
+    elif executor in ("local", "processes"):
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as pool:
-            yield ExecutorScheduler(pool, name="process pool", **options)
+        # spawn, not fork: JAX deadlocks in processes forked after it was used
+        pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            yield ExecutorScheduler(pool, name="local process pool", **options)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
     elif executor == "distributed":
         from pyhf_dask.executors.distributed import open_distributed
 

@@ -6,7 +6,7 @@ import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 
 import pytest
-from conftest import assert_same_cls
+from engine_checks import assert_same_cls
 
 from pyhf_dask.executors import ExecutorScheduler, open_scheduler
 

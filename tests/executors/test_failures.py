@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import scan_processes
+from engine_checks import scan_processes
 
 import pyhf_dask
 from pyhf_dask.exceptions import VersionMismatch

@@ -6,7 +6,7 @@ import functools
 
 import numpy as np
 import pytest
-from conftest import assert_same_cls
+from engine_checks import assert_same_cls
 
 from pyhf_dask.exceptions import InvalidOption
 from pyhf_dask.executors import wrap
