@@ -166,8 +166,11 @@ class Contours(NamedTuple):
             "n_points": self.n_points,
             "n_failed": self.n_failed,
             "contours": [
-                {"curve": c.curve, "level": c.level,
-                 "lines": [np.round(line, 6).tolist() for line in c.lines]}
+                {
+                    "curve": c.curve,
+                    "level": c.level,
+                    "lines": [np.round(line, 6).tolist() for line in c.lines],
+                }
                 for c in self.contours
             ],
         }
@@ -181,9 +184,13 @@ def grid_labels(ds: xr.Dataset) -> list[str]:
     """The grid coordinate names of a result (its ``labels`` attribute, in order)."""
     labels = [label for label in str(ds.attrs.get("labels", "")).split(",") if label]
     if not labels:
-        labels = [str(n) for n, c in ds.coords.items()
-                  if c.dims == ("point",) and n not in ("patch", "point")
-                  and np.issubdtype(c.dtype, np.number)]
+        labels = [
+            str(n)
+            for n, c in ds.coords.items()
+            if c.dims == ("point",)
+            and n not in ("patch", "point")
+            and np.issubdtype(c.dtype, np.number)
+        ]
     return labels
 
 
@@ -280,8 +287,10 @@ def select_plane(
     default_x, default_y = default_axes(ds)
     x, y = x or default_x, y or default_y
     labels = grid_labels(ds)
-    where = {k: (tuple(map(float, v)) if isinstance(v, tuple | list) else float(v))  # type: ignore[misc]
-             for k, v in (where or {}).items()}
+    where = {
+        k: (tuple(map(float, v)) if isinstance(v, tuple | list) else float(v))  # type: ignore[misc]
+        for k, v in (where or {}).items()
+    }
     for name in (x, y, *where):
         if name not in labels:
             msg = f"unknown grid coordinate {name!r} (coordinates: {', '.join(labels)})"
@@ -313,7 +322,13 @@ def select_plane(
         msg = f"several points share the same ({x}, {y}) in the slice {selection}; narrow it"
         raise InvalidOption(msg)
     n = ds.sizes["point"]
-    status = np.asarray(ds["status"].values).astype(str) if "status" in ds else np.full(n, "")
+    status = np.asarray(chosen["status"].values).astype(str) if "status" in ds else np.full(n, "")
+    if status.ndim > 1:  # a status per POI value: failed if any failed
+        status = np.where(
+            (status == "failed").any(axis=tuple(range(1, status.ndim))),
+            "failed",
+            status.reshape(n, -1)[:, 0],
+        )
     patch = np.asarray(ds["patch"].values).astype(str) if "patch" in ds.coords else np.arange(n)
     return Plane(x, y, selection, xs, ys, patch[mask], status[mask], values, poi_value)
 
@@ -381,7 +396,7 @@ def mesh_lines(mesh: Mesh) -> list[np.ndarray]:
 
 def level_of(cl: float, quantity: Quantity, how: Transform) -> tuple[float, float]:
     """``(level, transformed level)``: CLs = 1 - cl, or an upper limit of 1."""
-    level = 1.0 - cl if quantity == "cls" else 1.0
+    level = round(1.0 - cl, 12) if quantity == "cls" else 1.0
     return level, float(transform(np.array([level]), how)[0])
 
 
@@ -402,8 +417,9 @@ def plane_mesh(
     bounds = (plane.x.min(), plane.x.max(), plane.y.min(), plane.y.max())
     _, target = level_of(cl, quantity, how)
     z = transform(plane.values[curve][usable], how)
-    return interpolate(plane.x[usable], plane.y[usable], z, level=target,
-                       resolution=resolution, bounds=bounds)
+    return interpolate(
+        plane.x[usable], plane.y[usable], z, level=target, resolution=resolution, bounds=bounds
+    )
 
 
 def find_contours(
@@ -475,7 +491,23 @@ def trace(
         mesh = plane_mesh(plane, curve, cl=cl, quantity=quantity, how=how, resolution=resolution)
         found.append(Contour(curve, level, plane.x_name, plane.y_name, mesh_lines(mesh)))
     n_failed = int((~plane.usable("obs")).sum())
-    log.debug("contours in %s-%s at %s: %d points, %d failed", plane.x_name, plane.y_name,
-              plane.describe(), plane.x.size, n_failed)
-    return Contours(plane.x_name, plane.y_name, plane.selection, cl, quantity, how,
-                    plane.poi, int(plane.x.size), n_failed, tuple(found))
+    log.debug(
+        "contours in %s-%s at %s: %d points, %d failed",
+        plane.x_name,
+        plane.y_name,
+        plane.describe(),
+        plane.x.size,
+        n_failed,
+    )
+    return Contours(
+        plane.x_name,
+        plane.y_name,
+        plane.selection,
+        cl,
+        quantity,
+        how,
+        plane.poi,
+        int(plane.x.size),
+        n_failed,
+        tuple(found),
+    )

@@ -62,6 +62,12 @@ SYMBOLS = {
 _MASS = re.compile(r"^m[a-z]*\d*$", re.IGNORECASE)
 _OBS_COLOR, _EXP_COLOR = "#cc0000", "#1f3a93"
 _BAND1_COLOR, _BAND2_COLOR = "#ffd700", "#9be39b"
+_LEGEND_ORDER = ("Observed", "Expected limit", r"1\sigma", r"2\sigma", "Fitted", "Failed")
+
+
+def _legend_rank(label: str) -> int:
+    ranks = [k for k, key in enumerate(_LEGEND_ORDER) if key in label]
+    return ranks[0] if ranks else len(_LEGEND_ORDER)
 
 
 def unit_of(name: str, ds: xr.Dataset | None = None) -> str | None:
@@ -121,15 +127,40 @@ def _finish(ax: Axes, save_figure: str | os.PathLike[str] | None) -> Figure:
 
 def _mark_points(ax: Axes, plane: Plane, *, label: bool = True) -> None:
     ok = plane.usable("obs")
-    ax.scatter(plane.x[ok], plane.y[ok], s=9, c="0.45", marker="o", linewidths=0, zorder=4,
-               label=f"Fitted points ({int(ok.sum())})" if label else None)
+    ax.scatter(
+        plane.x[ok],
+        plane.y[ok],
+        s=9,
+        c="0.45",
+        marker="o",
+        linewidths=0,
+        zorder=4,
+        label=f"Fitted points ({int(ok.sum())})" if label else None,
+    )
     if (~ok).any():
-        ax.scatter(plane.x[~ok], plane.y[~ok], s=28, c="black", marker="x", linewidths=1.0,
-                   zorder=5, label=f"Failed fits ({int((~ok).sum())})" if label else None)
+        ax.scatter(
+            plane.x[~ok],
+            plane.y[~ok],
+            s=28,
+            c="black",
+            marker="x",
+            linewidths=1.0,
+            zorder=5,
+            label=f"Failed fits ({int((~ok).sum())})" if label else None,
+        )
 
 
-def _band(ax: Axes, plane: Plane, low: str, high: str, *, cl: float, resolution: int,
-          color: str, label: str) -> None:
+def _band(
+    ax: Axes,
+    plane: Plane,
+    low: str,
+    high: str,
+    *,
+    cl: float,
+    resolution: int,
+    color: str,
+    label: str,
+) -> None:
     """Fill where the ``low`` member excludes and the ``high`` member does not."""
     lower = plane_mesh(plane, low, cl=cl, resolution=resolution)
     upper = plane_mesh(plane, high, cl=cl, resolution=resolution)
@@ -137,8 +168,14 @@ def _band(ax: Axes, plane: Plane, low: str, high: str, *, cl: float, resolution:
     top = np.nanmax(inside) if np.isfinite(inside).any() else np.nan
     if not top > 0:
         return
-    ax.contourf(lower.x, lower.y, np.ma.masked_invalid(inside), levels=[0.0, top + 1.0],
-                colors=[color], zorder=1)
+    ax.contourf(
+        lower.x,
+        lower.y,
+        np.ma.masked_invalid(inside),
+        levels=[0.0, top + 1.0],
+        colors=[color],
+        zorder=1,
+    )
     ax.fill_between([], [], color=color, label=label)  # legend entry
 
 
@@ -187,16 +224,46 @@ def plot_exclusion(
     found = trace(plane, curves=curves, cl=cl, resolution=resolution)
     ax = _new_axes(ax)
     if band2:
-        _band(ax, plane, "exp-2", "exp+2", cl=cl, resolution=resolution, color=_BAND2_COLOR,
-              label=r"Expected $\pm 2\sigma$")
-    _band(ax, plane, "exp-1", "exp+1", cl=cl, resolution=resolution, color=_BAND1_COLOR,
-          label=r"Expected $\pm 1\sigma$")
+        _band(
+            ax,
+            plane,
+            "exp-2",
+            "exp+2",
+            cl=cl,
+            resolution=resolution,
+            color=_BAND2_COLOR,
+            label=r"Expected $\pm 2\sigma$",
+        )
+    _band(
+        ax,
+        plane,
+        "exp-1",
+        "exp+1",
+        cl=cl,
+        resolution=resolution,
+        color=_BAND1_COLOR,
+        label=r"Expected $\pm 1\sigma$",
+    )
     for k, line in enumerate(found.get("exp").lines):
-        ax.plot(line[:, 0], line[:, 1], color=_EXP_COLOR, ls="--", lw=2.0, zorder=3,
-                label="Expected limit" if k == 0 else None)
+        ax.plot(
+            line[:, 0],
+            line[:, 1],
+            color=_EXP_COLOR,
+            ls="--",
+            lw=2.0,
+            zorder=3,
+            label="Expected limit" if k == 0 else None,
+        )
     for k, line in enumerate(found.get("obs").lines):
-        ax.plot(line[:, 0], line[:, 1], color=_OBS_COLOR, ls="-", lw=2.5, zorder=3,
-                label=f"Observed limit ({cl:.0%} CL)" if k == 0 else None)
+        ax.plot(
+            line[:, 0],
+            line[:, 1],
+            color=_OBS_COLOR,
+            ls="-",
+            lw=2.5,
+            zorder=3,
+            label=f"Observed limit ({cl:.0%} CL)" if k == 0 else None,
+        )
     if show_points:
         _mark_points(ax, plane)
     ax.set_xlabel(xlabel or axis_label(plane.x_name, ds, symbols=symbols))
@@ -206,7 +273,15 @@ def plot_exclusion(
         default += f", {_slice_text(plane, ds, symbols)}"
     ax.set_title(title if title is not None else default, fontsize=11)
     _pad(ax, plane)
-    ax.legend(loc="upper left", frameon=False, fontsize=9)
+    handles, labels = ax.get_legend_handles_labels()
+    order = sorted(range(len(labels)), key=lambda i: _legend_rank(labels[i]))
+    ax.legend(
+        [handles[i] for i in order],
+        [labels[i] for i in order],
+        loc="upper left",
+        frameon=False,
+        fontsize=9,
+    )
     return _finish(ax, save_figure)
 
 
@@ -214,7 +289,7 @@ def _pad(ax: Axes, plane: Plane) -> None:
     span_x = np.ptp(plane.x) or 1.0
     span_y = np.ptp(plane.y) or 1.0
     ax.set_xlim(plane.x.min() - 0.03 * span_x, plane.x.max() + 0.03 * span_x)
-    ax.set_ylim(plane.y.min() - 0.03 * span_y, plane.y.max() + 0.3 * span_y)  # room for legend
+    ax.set_ylim(plane.y.min() - 0.03 * span_y, plane.y.max() + 0.25 * span_y)  # room for legend
 
 
 def plot_cls_map(
@@ -246,15 +321,36 @@ def plot_cls_map(
     ok = plane.usable(curve)
     values = np.clip(plane.values[curve][ok], 1e-4, 1.0)
     norm = mpl.colors.LogNorm(vmin=min(1e-3, values.min(initial=1.0)), vmax=1.0)
-    mappable = ax.scatter(plane.x[ok], plane.y[ok], c=values, norm=norm, cmap="viridis_r",
-                          s=40, edgecolors="none", zorder=2)
+    mappable = ax.scatter(
+        plane.x[ok],
+        plane.y[ok],
+        c=values,
+        norm=norm,
+        cmap="viridis_r",
+        s=40,
+        edgecolors="none",
+        zorder=2,
+    )
     if (~ok).any():
-        ax.scatter(plane.x[~ok], plane.y[~ok], s=30, c="black", marker="x", zorder=3,
-                   label=f"Failed fits ({int((~ok).sum())})")
+        ax.scatter(
+            plane.x[~ok],
+            plane.y[~ok],
+            s=30,
+            c="black",
+            marker="x",
+            zorder=3,
+            label=f"Failed fits ({int((~ok).sum())})",
+        )
     found = trace(plane, curves=(curve,), cl=cl, resolution=resolution)
     for k, line in enumerate(found.contours[0].lines):
-        ax.plot(line[:, 0], line[:, 1], color=_OBS_COLOR, lw=2.0, zorder=3,
-                label=f"CLs = {1 - cl:.2g}" if k == 0 else None)
+        ax.plot(
+            line[:, 0],
+            line[:, 1],
+            color=_OBS_COLOR,
+            lw=2.0,
+            zorder=3,
+            label=f"CLs = {1 - cl:.2g}" if k == 0 else None,
+        )
     name = "observed" if curve == "obs" else f"expected ({curve})"
     ax.get_figure(root=True).colorbar(mappable, ax=ax, label=f"CLs, {name}")  # type: ignore[union-attr]
     ax.set_xlabel(axis_label(plane.x_name, ds, symbols=symbols))
@@ -263,6 +359,7 @@ def plot_cls_map(
     if plane.selection:
         title += f", {_slice_text(plane, ds, symbols)}"
     ax.set_title(title, fontsize=11)
+    _pad(ax, plane)
     ax.legend(loc="upper left", frameon=False, fontsize=9)
     return _finish(ax, save_figure)
 
@@ -309,8 +406,10 @@ def plot_brazil(
     one = ds.isel(point=index)
     mu = np.asarray(ds["poi"].values, dtype=float)
     obs = np.asarray(one["CLs_obs"].values, dtype=float)
-    exp = {int(b): np.asarray(one["CLs_exp"].sel(band=b).values, dtype=float)
-           for b in ds["band"].values}
+    exp = {
+        int(b): np.asarray(one["CLs_exp"].sel(band=b).values, dtype=float)
+        for b in ds["band"].values
+    }
     ax = _new_axes(ax)
     ax.fill_between(mu, exp[-2], exp[2], color=_BAND1_COLOR, label=r"Expected $\pm 2\sigma$")
     ax.fill_between(mu, exp[-1], exp[1], color="#00cc00", label=r"Expected $\pm 1\sigma$")
@@ -321,11 +420,13 @@ def plot_brazil(
         limit = float(one["upper_limit_obs"].values)
         expected = float(one["upper_limit_exp"].sel(band=0).values)
         if np.isfinite(limit):
-            ax.axvline(limit, color=_OBS_COLOR, ls=":", lw=1.5,
-                       label=f"Observed limit: {limit:.3g}")
+            ax.axvline(
+                limit, color=_OBS_COLOR, ls=":", lw=1.5, label=f"Observed limit: {limit:.3g}"
+            )
         if np.isfinite(expected):
-            ax.axvline(expected, color="0.3", ls=":", lw=1.5,
-                       label=f"Expected limit: {expected:.3g}")
+            ax.axvline(
+                expected, color="0.3", ls=":", lw=1.5, label=f"Expected limit: {expected:.3g}"
+            )
     if log_y:
         ax.set_yscale("log")
     ax.set_xlabel(str(ds.attrs.get("poi_name") or "POI"))
@@ -359,13 +460,29 @@ def plot_upper_limits(
     ax = _new_axes(ax)
     ok = plane.usable("obs") & (plane.values["obs"] > 0)
     limits = plane.values["obs"][ok]
-    mappable = ax.scatter(plane.x[ok], plane.y[ok], c=limits, norm=mpl.colors.LogNorm(),
-                          cmap="viridis", s=40, edgecolors="none", zorder=2)
+    mappable = ax.scatter(
+        plane.x[ok],
+        plane.y[ok],
+        c=limits,
+        norm=mpl.colors.LogNorm(),
+        cmap="viridis",
+        s=40,
+        edgecolors="none",
+        zorder=2,
+    )
     if (~ok).any():
-        ax.scatter(plane.x[~ok], plane.y[~ok], s=30, c="black", marker="x", zorder=3,
-                   label=f"No limit ({int((~ok).sum())})")
-    found = trace(plane, curves=("obs", "exp"), cl=cl, quantity="upper_limit",
-                  resolution=resolution)
+        ax.scatter(
+            plane.x[~ok],
+            plane.y[~ok],
+            s=30,
+            c="black",
+            marker="x",
+            zorder=3,
+            label=f"No limit ({int((~ok).sum())})",
+        )
+    found = trace(
+        plane, curves=("obs", "exp"), cl=cl, quantity="upper_limit", resolution=resolution
+    )
     styles: dict[str, dict[str, Any]] = {
         "obs": {"color": _OBS_COLOR, "ls": "-", "label": "Observed limit = 1"},
         "exp": {"color": _EXP_COLOR, "ls": "--", "label": "Expected limit = 1"},
@@ -384,5 +501,6 @@ def plot_upper_limits(
     if plane.selection:
         title += f", {_slice_text(plane, ds, symbols)}"
     ax.set_title(title, fontsize=11)
+    _pad(ax, plane)
     ax.legend(loc="upper left", frameon=False, fontsize=9)
     return _finish(ax, save_figure)

@@ -70,9 +70,12 @@ def main(ctx: click.Context, verbose: int, debug: bool) -> None:
 
 
 def _register() -> None:
+    from pyhf_dask.cli.plot import contour, plot
     from pyhf_dask.cli.scan import scan
 
     main.add_command(scan)
+    main.add_command(plot)
+    main.add_command(contour)
 
 
 _register()

@@ -259,7 +259,7 @@ def contour(
         resolution=resolution,
         quantity="upper_limit" if limits else "cls",
     )
-    text = found.to_json(indent=1)
+    text = found.to_json()
     if output is None:
         click.echo(text)
     else:

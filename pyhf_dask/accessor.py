@@ -1,0 +1,115 @@
+"""The ``ds.pyhf_dask`` accessor: contours and plots of a result Dataset in a notebook.
+
+Importing this module (``pyhf_dask`` does) registers the accessor on every
+:class:`xarray.Dataset`.
+
+Example:
+    >>> import xarray as xr
+    >>> ds = xr.open_dataset("regionA.nc")                  # doctest: +SKIP
+    >>> found = ds.pyhf_dask.contour()  # msb vs mn2 at mn1 = 60  # doctest: +SKIP
+    >>> found.get("obs").lines[0][:2]                        # doctest: +SKIP
+    >>> fig = ds.pyhf_dask.plot_exclusion(band2=True)       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import xarray as xr
+
+if TYPE_CHECKING:  # the modules themselves (scipy, matplotlib) are imported when used
+    from matplotlib.figure import Figure
+
+    from pyhf_dask.contours import Contours, Plane, Quantity, SliceValue, Transform
+
+__all__ = ["PyhfDaskAccessor"]
+
+
+@xr.register_dataset_accessor("pyhf_dask")
+class PyhfDaskAccessor:
+    """Post-processing of a computed result: ``ds.pyhf_dask.<method>(...)``.
+
+    Every method forwards to :mod:`pyhf_dask.contours` or :mod:`pyhf_dask.plots` with the
+    Dataset as first argument; see those functions for the options.
+    """
+
+    def __init__(self, ds: xr.Dataset) -> None:
+        self._ds = ds
+
+    @property
+    def labels(self) -> list[str]:
+        """The grid coordinate names, in order."""
+        from pyhf_dask.contours import grid_labels
+
+        return grid_labels(self._ds)
+
+    def plane(
+        self,
+        *,
+        x: str | None = None,
+        y: str | None = None,
+        where: Mapping[str, SliceValue] | None = None,
+        poi: float | None = None,
+    ) -> Plane:
+        """The points of one plane (:func:`pyhf_dask.contours.select_plane`)."""
+        from pyhf_dask.contours import select_plane
+
+        return select_plane(self._ds, x=x, y=y, where=where, poi=poi)
+
+    def contour(
+        self,
+        *,
+        x: str | None = None,
+        y: str | None = None,
+        where: Mapping[str, SliceValue] | None = None,
+        cl: float | None = None,
+        curves: Sequence[str] | None = None,
+        poi: float | None = None,
+        quantity: Quantity = "cls",
+        how: Transform | None = None,
+        resolution: int = 200,
+    ) -> Contours:
+        """Exclusion contours (:func:`pyhf_dask.contours.find_contours`).
+
+        Example:
+            >>> ds.pyhf_dask.contour(where={"mn1": 60}).get("obs")  # doctest: +SKIP
+        """
+        from pyhf_dask.contours import CURVES, find_contours
+
+        return find_contours(
+            self._ds,
+            x=x,
+            y=y,
+            where=where,
+            cl=cl,
+            curves=CURVES if curves is None else curves,
+            poi=poi,
+            quantity=quantity,
+            how=how,
+            resolution=resolution,
+        )
+
+    def plot_exclusion(self, **kwargs: Any) -> Figure:
+        """The exclusion plot (:func:`pyhf_dask.plots.plot_exclusion`)."""
+        from pyhf_dask.plots import plot_exclusion
+
+        return plot_exclusion(self._ds, **kwargs)
+
+    def plot_cls_map(self, **kwargs: Any) -> Figure:
+        """CLs per point with the CLs = 1 - cl line (:func:`pyhf_dask.plots.plot_cls_map`)."""
+        from pyhf_dask.plots import plot_cls_map
+
+        return plot_cls_map(self._ds, **kwargs)
+
+    def plot_brazil(self, *, point: int | str = 0, **kwargs: Any) -> Figure:
+        """The Brazil band of one point of a POI scan (:func:`pyhf_dask.plots.plot_brazil`)."""
+        from pyhf_dask.plots import plot_brazil
+
+        return plot_brazil(self._ds, point=point, **kwargs)
+
+    def plot_upper_limits(self, **kwargs: Any) -> Figure:
+        """Map of upper limits of a POI scan (:func:`pyhf_dask.plots.plot_upper_limits`)."""
+        from pyhf_dask.plots import plot_upper_limits
+
+        return plot_upper_limits(self._ds, **kwargs)

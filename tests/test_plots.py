@@ -1,0 +1,197 @@
+"""Plots are rendered (Agg) and checked for what they show: lines, labels, legend entries."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pytest
+import xarray as xr
+from scipy.stats import norm
+
+import pyhf_dask.accessor  # noqa: F401  (registers ds.pyhf_dask)
+from pyhf_dask import plots
+from pyhf_dask.contours import find_contours
+from pyhf_dask.exceptions import InvalidOption, MissingDependency
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+matplotlib = pytest.importorskip("matplotlib")
+matplotlib.use("Agg")
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="module")
+def region_a() -> xr.Dataset:
+    with xr.open_dataset(DATA / "regionA_pyhf.nc") as ds:
+        return ds.load()
+
+
+@pytest.fixture(scope="module")
+def poi_scan() -> xr.Dataset:
+    with xr.open_dataset(DATA / "regionA_poi_scan.nc") as ds:
+        return ds.load()
+
+
+def synthetic_poi_scan() -> xr.Dataset:
+    """A 2-D grid with a POI dimension; the upper limit is 1 on the circle r = 500."""
+    gx, gy = np.meshgrid(np.arange(0.0, 1001.0, 100.0), np.arange(0.0, 1001.0, 100.0))
+    x, y = gx.ravel(), gy.ravel()
+    mu = np.array([0.5, 1.0, 2.0, 4.0])
+    limit = np.exp((np.hypot(x, y) - 500.0) / 300.0)  # upper limit per point
+    z = norm.isf(0.05) * mu[None, :] / limit[:, None]  # CLs = 0.05 where mu = limit
+    cls = norm.sf(z)
+    exp = np.repeat(cls[:, :, None], 5, axis=2)
+    return xr.Dataset(
+        {
+            "CLs_obs": (("point", "poi"), cls),
+            "CLs_exp": (("point", "poi", "band"), exp),
+            "upper_limit_obs": ("point", limit),
+            "upper_limit_exp": (("point", "band"), np.repeat(limit[:, None], 5, axis=1)),
+            "status": ("point", np.full(x.size, "converged")),
+        },
+        coords={
+            "ma": ("point", x),
+            "mb": ("point", y),
+            "poi": mu,
+            "band": [-2, -1, 0, 1, 2],
+            "patch": ("point", [f"p_{i}" for i in range(x.size)]),
+        },
+        attrs={"labels": "ma,mb", "cl": 0.95, "poi_name": "mu_SIG"},
+    )
+
+
+def legend_texts(fig: Figure) -> list[str]:
+    legend = fig.axes[0].get_legend()
+    assert legend is not None
+    return [t.get_text() for t in legend.get_texts()]
+
+
+def test_exclusion_plot_of_region_a(region_a: xr.Dataset, tmp_path: Path) -> None:
+    fig = plots.plot_exclusion(region_a, save_figure=tmp_path / "exclusion.png")
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "msb [GeV]"
+    assert ax.get_ylabel() == "mn2 [GeV]"
+    assert "mn1 = 60 GeV" in ax.get_title()
+    n_points = int(((region_a.mn1 == 60) & (region_a.status != "failed")).sum())
+    assert legend_texts(fig) == [
+        "Observed limit (95% CL)",
+        "Expected limit",
+        r"Expected $\pm 1\sigma$",
+        f"Fitted points ({n_points})",
+    ]
+    # the drawn lines are the contours: observed solid red, expected dashed
+    found = find_contours(region_a, curves=("obs", "exp"))
+    solid = [line for line in ax.get_lines() if line.get_linestyle() == "-"]
+    dashed = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+    assert len(solid) == len(found.get("obs").lines)
+    assert len(dashed) == len(found.get("exp").lines)
+    np.testing.assert_allclose(np.asarray(solid[0].get_xydata()), found.get("obs").lines[0])
+    # the band is a filled contour and the points are marked
+    assert any(type(c).__name__ in ("QuadContourSet", "ContourSet") for c in ax.collections)
+    offsets = [np.asarray(c.get_offsets()) for c in ax.collections]
+    assert max(len(o) for o in offsets) == n_points
+    assert (tmp_path / "exclusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_exclusion_plot_options_and_formats(region_a: xr.Dataset, tmp_path: Path) -> None:
+    fig = plots.plot_exclusion(
+        region_a,
+        band2=True,
+        show_points=False,
+        symbols=True,
+        title="RegionA",
+        save_figure=tmp_path / "ex.pdf",
+    )
+    ax = fig.axes[0]
+    assert ax.get_title() == "RegionA"
+    assert ax.get_xlabel() == r"$m(\tilde{b}_1)$ [GeV]"
+    assert legend_texts(fig) == [
+        "Observed limit (95% CL)",
+        "Expected limit",
+        r"Expected $\pm 1\sigma$",
+        r"Expected $\pm 2\sigma$",
+    ]
+    assert (tmp_path / "ex.pdf").read_bytes()[:5] == b"%PDF-"
+    fig.savefig(tmp_path / "ex.svg")
+    assert b"<svg" in (tmp_path / "ex.svg").read_bytes()[:500]
+
+
+def test_failed_points_are_marked(region_a: xr.Dataset) -> None:
+    ds = region_a.copy(deep=True)
+    index = int(np.flatnonzero((ds.mn1 == 60).values)[0])
+    ds["status"][index] = "failed"
+    ds["CLs_obs"][index] = np.nan
+    fig = plots.plot_exclusion(ds)
+    assert "Failed fits (1)" in legend_texts(fig)
+
+
+def test_cls_map(region_a: xr.Dataset) -> None:
+    fig = plots.plot_cls_map(region_a, curve="exp")
+    ax, colorbar = fig.axes
+    assert colorbar.get_ylabel() == "CLs, expected (exp)"
+    assert legend_texts(fig) == ["CLs = 0.05"]
+    assert ax.get_title().startswith("CLs expected (exp), mn1 = 60 GeV")
+    assert len(ax.get_lines()) == len(find_contours(region_a, curves=("exp",)).contours[0].lines)
+    with pytest.raises(InvalidOption, match="unknown curve"):
+        plots.plot_cls_map(region_a, curve="median")
+
+
+def test_brazil_band_of_a_real_poi_scan(poi_scan: xr.Dataset) -> None:
+    name = "sbottom_1300_205_60"
+    fig = plots.plot_brazil(poi_scan, point=name)
+    ax = fig.axes[0]
+    limit = float(poi_scan.upper_limit_obs.sel(point=poi_scan.patch == name).values[0])
+    assert 1.0 < limit < 3.0  # CLs(mu = 1) = 0.244: not excluded at mu = 1
+    texts = legend_texts(fig)
+    assert texts[:2] == [r"Expected $\pm 2\sigma$", r"Expected $\pm 1\sigma$"]
+    assert "Observed CLs" in texts
+    assert "CLs = 0.05" in texts
+    assert f"Observed limit: {limit:.3g}" in texts
+    vertical = [
+        line for line in ax.get_lines() if str(line.get_label()).startswith("Observed limit")
+    ]
+    assert np.asarray(vertical[0].get_xdata())[0] == pytest.approx(limit)
+    assert ax.get_xlabel() == poi_scan.attrs["poi_name"]
+    assert ax.get_ylabel() == "CLs"
+    assert name in ax.get_title()
+    with pytest.raises(InvalidOption, match="no point named"):
+        plots.plot_brazil(poi_scan, point="nope")
+
+
+def test_brazil_needs_a_poi_scan(region_a: xr.Dataset) -> None:
+    with pytest.raises(InvalidOption, match="POI scan"):
+        plots.plot_brazil(region_a)
+
+
+def test_upper_limit_map() -> None:
+    ds = synthetic_poi_scan()
+    fig = plots.plot_upper_limits(ds)
+    ax, colorbar = fig.axes
+    assert "upper limit on mu_SIG" in colorbar.get_ylabel()
+    assert legend_texts(fig) == ["Observed limit = 1", "Expected limit = 1"]
+    line = np.asarray(ax.get_lines()[0].get_xydata())
+    assert np.all(np.abs(np.hypot(line[:, 0], line[:, 1]) - 500.0) < 100.0)
+
+
+def test_accessor(region_a: xr.Dataset) -> None:
+    found = region_a.pyhf_dask.contour(curves=("obs",))
+    direct = find_contours(region_a, curves=("obs",))
+    np.testing.assert_allclose(found.get("obs").lines[0], direct.get("obs").lines[0])
+    assert region_a.pyhf_dask.labels == ["msb", "mn2", "mn1"]
+    assert region_a.pyhf_dask.plane().selection == {"mn1": 60.0}
+    fig = region_a.pyhf_dask.plot_exclusion(where={"mn1": 60})
+    assert isinstance(fig, matplotlib.figure.Figure)
+    assert isinstance(region_a.pyhf_dask.plot_cls_map(), matplotlib.figure.Figure)
+
+
+def test_missing_matplotlib_names_the_extra(
+    region_a: xr.Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(MissingDependency, match=r"pyhf_dask\[plot\]"):
+        plots.plot_exclusion(region_a)
