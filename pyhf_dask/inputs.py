@@ -33,6 +33,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+
 def is_bkg_only(path: PurePosixPath) -> bool:
     """Whether a file name is a background-only workspace (``BkgOnly.json``, ``bkgonly_SR.json``).
 
@@ -42,6 +43,8 @@ def is_bkg_only(path: PurePosixPath) -> bool:
     """
     name = path.name.lower()
     return name.startswith("bkgonly") and name.endswith(".json")
+
+
 _PATCH_PREFIX = "patch."
 
 
