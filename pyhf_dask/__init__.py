@@ -9,15 +9,16 @@ Example:
 
 from __future__ import annotations
 
-from pyhf_dask import accessor as _accessor  # registers the ds.pyhf_dask accessor
+from pyhf_dask import accessor as _accessor  # noqa: F401 (registers ds.pyhf_dask)
 from pyhf_dask import config
 from pyhf_dask._version import __version__
-from pyhf_dask.exceptions import InputError, MissingDependency, PyhfDaskError
 from pyhf_dask.contours import find_contours
-from pyhf_dask.grid import SignalGrid, signal_patch, simple_workspace
+from pyhf_dask.exceptions import InputError, MissingDependency, PyhfDaskError
+from pyhf_dask.grid import SignalGrid
 from pyhf_dask.kernels import fit_chunk
 from pyhf_dask.results import summarize, to_netcdf, unstack, upper_limits
 from pyhf_dask.scan import scan
+from pyhf_dask.simplemodels import signal_patch, simple_workspace
 
 __all__ = [
     "InputError",

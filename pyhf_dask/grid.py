@@ -29,6 +29,7 @@ import numpy as np
 
 from pyhf_dask.exceptions import InvalidGrid, InvalidPatch
 from pyhf_dask.inputs import FileTree, check_workspace, find_region, load_json, patch_name
+from pyhf_dask.simplemodels import Patch, scaled_signal, signal_patch, simple_workspace
 
 __all__ = [
     "FunctionPatches",
@@ -42,7 +43,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Patch = list[dict[str, Any]]
 _NUMBER = re.compile(r"^-?\d+(?:[.p]\d+)?$")
 
 
@@ -461,51 +461,3 @@ def _check_patch(ops: Any, where: str) -> None:
     ):
         msg = f"{where}: not a jsonpatch (a list of operations with 'op' and 'path')"
         raise InvalidPatch(msg)
-
-
-# --------------------------------------------------------------------- simple models
-def simple_workspace(
-    signal: Sequence[float],
-    bkg: Sequence[float],
-    bkg_uncertainty: Sequence[float],
-    observed: Sequence[float],
-) -> dict[str, Any]:
-    """Workspace of ``pyhf.simplemodels.uncorrelated_background`` with observed data.
-
-    Example:
-        >>> ws = simple_workspace([12.0, 11.0], [50.0, 52.0], [3.0, 7.0], [51.0, 48.0])
-        >>> ws["measurements"][0]["config"]["poi"]
-        'mu'
-    """
-    import pyhf
-
-    model = pyhf.simplemodels.uncorrelated_background(
-        signal=list(signal), bkg=list(bkg), bkg_uncertainty=list(bkg_uncertainty)
-    )
-    return {
-        "channels": model.spec["channels"],
-        "observations": [{"name": "singlechannel", "data": [float(x) for x in observed]}],
-        "measurements": [{"name": "Measurement", "config": {"poi": "mu", "parameters": []}}],
-        "version": "1.0.0",
-    }
-
-
-def signal_patch(yields: Sequence[float], *, channel: int = 0, sample: int = 0) -> Patch:
-    """A patch that sets the yields of one sample (by default the first, the signal).
-
-    Example:
-        >>> signal_patch([1.0, 2.0])
-        [{'op': 'replace', 'path': '/channels/0/samples/0/data', 'value': [1.0, 2.0]}]
-    """
-    return [
-        {
-            "op": "replace",
-            "path": f"/channels/{channel}/samples/{sample}/data",
-            "value": [float(y) for y in yields],
-        }
-    ]
-
-
-def scaled_signal(scale: float) -> Patch:
-    """Example signal function: the seed model's signal ``[12, 11]`` times ``scale``."""
-    return signal_patch([12.0 * scale, 11.0 * scale])
