@@ -172,3 +172,17 @@ def test_graph_grows_with_chunks_not_points(seed_workspace):
     assert n_small == n_large  # 20 chunks each
     n_more = len(dict(pyhf_dask.scan(large, kernel="pyhf", chunk_size=250).__dask_graph__()))
     assert n_more > n_large
+
+
+def test_point_without_signal_fails_alone(sbottom_archive, caplog):
+    """RegionB's sbottom_1500_1495_60 patch adds no signal (no mu_SIG): that point fails with
+    pyhf's message, the other point is fitted."""
+    grid = SignalGrid.from_path(sbottom_archive, region="RegionB").select(
+        ["sbottom_1500_1495_60", "sbottom_1400_550_60"]
+    )
+    ds = pyhf_dask.scan(grid, kernel="pyhf", **SBOTTOM_SETTINGS).compute(scheduler="synchronous")
+    by_name = dict(zip(ds.patch.values, ds.status.values, strict=True))
+    assert by_name == {"sbottom_1400_550_60": "converged", "sbottom_1500_1495_60": "failed"}
+    failed = ds.message.values[list(ds.patch.values).index("sbottom_1500_1495_60")]
+    assert "mu_SIG" in failed
+    assert "not a normfactor of the model for 1 of 2 points" in caplog.text
