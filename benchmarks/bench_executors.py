@@ -17,12 +17,13 @@ import time
 
 import dask
 import numpy as np
+from common import SBOTTOM
 
 import pyhf_dask
 from pyhf_dask.executors import open_scheduler
 from pyhf_dask.graph import FIT_PREFIX
 
-ARCHIVE = "/work/shared/data/pyhf-ins1748602-probability-models.tar.gz"
+ARCHIVE = str(SBOTTOM)
 
 
 def noop(i: int) -> int:

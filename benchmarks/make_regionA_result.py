@@ -27,11 +27,12 @@ from pathlib import Path
 
 import numpy as np
 import xarray as xr
+from common import SBOTTOM
 
 import pyhf_dask
 from pyhf_dask.executors import open_scheduler
 
-ARCHIVE = Path("/work/shared/data/pyhf-ins1748602-probability-models.tar.gz")
+ARCHIVE = SBOTTOM
 OUT = Path(__file__).resolve().parents[1] / "tests" / "data"
 SETTINGS = {"normsys_interpcode": "code4", "histosys_interpcode": "code4p", "kernel": "pyhf"}
 REFERENCE = ("sbottom_1300_205_60", "sbottom_1400_950_60", "sbottom_1500_850_60")

@@ -96,7 +96,7 @@ def _template(lazy: xr.Dataset) -> xr.Dataset:
         else:
             values = np.full(var.shape, np.nan, dtype=var.dtype)
         data[name] = (var.dims, values, var.attrs)
-    coords = dict(lazy.coords)
+    coords: dict[str, Any] = dict(lazy.coords)
     coords["patch"] = ("point", lazy["patch"].values.astype(object))
     return xr.Dataset(data, coords=coords, attrs=lazy.attrs)
 
@@ -111,7 +111,7 @@ def _create(lazy: xr.Dataset, path: Path) -> None:
     template.to_zarr(os.fspath(path), mode="w-", encoding=encoding, consolidated=False)
 
 
-class StoreWriter(Callback):  # type: ignore[misc]
+class StoreWriter(Callback):
     """Dask callback that writes each finished fit task's points into the store.
 
     Args:

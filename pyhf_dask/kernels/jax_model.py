@@ -11,8 +11,8 @@ layout (one cell per sample and bin of its channel):
 ``gather`` holds the multiplicative parameters (normfactor, lumi, staterror, shapesys,
 shapefactor) of each cell, padded with the index ``n_par`` of a constant 1. The numbers
 follow pyhf 0.7 (defaults of every modifier, measurement-config overrides, staterror widths,
-shapesys Poisson factors); :func:`check_against_pyhf` compares a built point with pyhf's own
-model once per model structure.
+shapesys Poisson factors); :func:`pyhf_dask.kernels.jax_check.check_against_pyhf`
+compares a built point with pyhf's own model once per model structure.
 
 Points whose specs differ only in numbers share a :attr:`DenseModel.key` and are stacked.
 Anything this builder does not know raises :class:`Unsupported`, and the kernel hands those
@@ -34,7 +34,6 @@ __all__ = [
     "Unsupported",
     "apply_patch",
     "build_dense",
-    "check_against_pyhf",
     "structure_key",
 ]
 
@@ -42,8 +41,21 @@ log = logging.getLogger(__name__)
 
 #: Per-point arrays stacked by the kernel (name -> dims, ``P`` params, ``C`` cells, ``B`` bins).
 ARRAY_FIELDS = (
-    "nominal", "h_up", "h_dn", "n_hi", "n_lo", "data", "init", "lower", "upper",
-    "fixed", "gauss", "sigma", "aux", "poisson", "tau",
+    "nominal",
+    "h_up",
+    "h_dn",
+    "n_hi",
+    "n_lo",
+    "data",
+    "init",
+    "lower",
+    "upper",
+    "fixed",
+    "gauss",
+    "sigma",
+    "aux",
+    "poisson",
+    "tau",
 )
 _ALPHA = ("normsys", "histosys")
 _PER_BIN = ("staterror", "shapesys", "shapefactor")
@@ -51,7 +63,7 @@ _KNOWN = {"normfactor", "lumi", *_ALPHA, *_PER_BIN}
 _CONFIG_KEYS = {"name", "inits", "bounds", "fixed", "auxdata", "sigmas"}
 
 
-class Unsupported(Exception):  # noqa: N818 - a reason, not an error of the caller
+class Unsupported(Exception):
     """The model uses something the dense builder does not implement."""
 
 
@@ -65,6 +77,27 @@ class DenseModel:
     cell_bin: np.ndarray  # (C,) int: global bin of each cell
     gather: np.ndarray  # (C, M) int: multiplicative parameters per cell, padded with P
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    cell_norm: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    mult_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    def shared(self) -> dict[str, np.ndarray]:
+        """Structural arrays, the same for every point of the structure."""
+        n_bins = int(self.arrays["data"].shape[0])
+        n_norm = int(self.arrays["n_hi"].shape[1])
+        n_mult = len(self.mult_index)
+        local = np.full(len(self.arrays["init"]) + 1, n_mult, dtype=np.int64)
+        local[self.mult_index] = np.arange(n_mult)
+        cell_norm = np.zeros((len(self.cell_bin), n_norm))
+        has = self.cell_norm >= 0
+        cell_norm[np.flatnonzero(has), self.cell_norm[has]] = 1.0
+        return {
+            "cell_bin": np.eye(n_bins)[self.cell_bin],
+            "gather": self.gather,
+            "gather_local": local[self.gather],
+            "mult_index": self.mult_index,
+            "mult_select": np.eye(len(self.arrays["init"]))[:, self.mult_index],
+            "cell_norm": cell_norm,
+        }
 
 
 def apply_patch(spec: dict[str, Any], patch: list[dict[str, Any]]) -> dict[str, Any]:
@@ -77,7 +110,7 @@ def apply_patch(spec: dict[str, Any], patch: list[dict[str, Any]]) -> dict[str, 
     if not all(op.get("op") in ("add", "replace", "remove") for op in patch):
         import jsonpatch
 
-        return jsonpatch.apply_patch(copy.deepcopy(spec), patch)  # type: ignore[no-any-return]
+        return jsonpatch.apply_patch(copy.deepcopy(spec), patch)
     root: Any = dict(spec)
     for op in patch:
         tokens = [t.replace("~1", "/").replace("~0", "~") for t in op["path"].split("/")[1:]]
@@ -111,29 +144,34 @@ def _measurement(spec: dict[str, Any], name: str | None) -> dict[str, Any]:
     measurements = spec.get("measurements", [])
     for meas in measurements:
         if name is None or meas["name"] == name:
-            return meas["config"]  # type: ignore[no-any-return]
+            return meas["config"]
     msg = f"measurement {name!r} not found"
     raise Unsupported(msg)
 
 
 def structure_key(spec: dict[str, Any], options: dict[str, Any]) -> Any:
-    """Hashable description of everything but the numbers of a model."""
+    """Hashable description of everything but the numbers of a model.
+
+    Sample names are left out (signal samples are often named after the grid point);
+    channel names, bin counts, modifiers per sample, the POI, the measurement's parameter
+    settings and the interpolation codes are in.
+    """
     config = _measurement(spec, options.get("measurement"))
     channels = tuple(
         (
             ch["name"],
             len(ch["samples"][0]["data"]) if ch["samples"] else 0,
-            tuple(
-                (s["name"], tuple((m["name"], m["type"]) for m in s["modifiers"]))
-                for s in ch["samples"]
-            ),
+            tuple(tuple((m["name"], m["type"]) for m in s["modifiers"]) for s in ch["samples"]),
         )
         for ch in sorted(spec["channels"], key=lambda c: c["name"])
     )
     params = tuple(sorted(repr(sorted(p.items())) for p in config.get("parameters", [])))
     return (
-        channels, config["poi"], params,
-        options["normsys_interpcode"], options["histosys_interpcode"],
+        channels,
+        config["poi"],
+        params,
+        options["normsys_interpcode"],
+        options["histosys_interpcode"],
     )
 
 
@@ -173,8 +211,12 @@ def _defaults(kind: str, size: int) -> dict[str, Any]:
         return {"inits": [1.0] * size, "bounds": [[0.0, 10.0]] * size}
     if kind == "lumi":
         return {"inits": None, "bounds": None, "auxdata": None, "sigmas": None}
-    return {"inits": [1.0] * size, "bounds": [[1e-10, 10.0]] * size, "auxdata": None,
-            "sigmas": None}
+    return {
+        "inits": [1.0] * size,
+        "bounds": [[1e-10, 10.0]] * size,
+        "auxdata": None,
+        "sigmas": None,
+    }
 
 
 def build_dense(spec: dict[str, Any], options: dict[str, Any], key: Any = None) -> DenseModel:
@@ -226,14 +268,23 @@ def build_dense(spec: dict[str, Any], options: dict[str, Any], key: Any = None) 
     nom = np.asarray(nominal)
     h_up = np.zeros((n_par, n_cell))
     h_dn = np.zeros((n_par, n_cell))
-    n_hi = np.ones((n_par, n_cell))
-    n_lo = np.ones((n_par, n_cell))
+    norm_slots = [
+        i
+        for i, (smp, _, _) in enumerate(slots)
+        if any(m["type"] == "normsys" for m in smp["modifiers"])
+    ]
+    norm_col = {slot: k for k, slot in enumerate(norm_slots)}
+    n_hi = np.ones((n_par, max(1, len(norm_slots))))
+    n_lo = np.ones_like(n_hi)
+    cell_norm = np.full(n_cell, -1, dtype=np.int64)
     mult: list[list[int]] = [[] for _ in range(n_cell)]
     stat_nom: dict[str, np.ndarray] = {}
     stat_unc: dict[str, list[np.ndarray]] = {}
     shapesys: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for sample, first, nbins in slots:
+    for slot, (sample, first, nbins) in enumerate(slots):
         cells = slice(first, first + nbins)
+        if slot in norm_col:
+            cell_norm[cells] = norm_col[slot]
         snom = nom[cells]
         for mod in sample["modifiers"]:
             mtype, name, mdata = mod["type"], mod["name"], mod.get("data")
@@ -246,8 +297,8 @@ def build_dense(spec: dict[str, Any], options: dict[str, Any], key: Any = None) 
                 if not (hi > 0 and lo > 0):
                     msg = f"normsys {name!r} with a non-positive factor ({lo}, {hi})"
                     raise Unsupported(msg)
-                n_hi[p, cells] = hi
-                n_lo[p, cells] = lo
+                n_hi[p, norm_col[slot]] = hi
+                n_lo[p, norm_col[slot]] = lo
             elif mtype in ("normfactor", "lumi"):
                 for c in range(first, first + nbins):
                     mult[c].append(p)
@@ -260,7 +311,7 @@ def build_dense(spec: dict[str, Any], options: dict[str, Any], key: Any = None) 
                     stat_unc.setdefault(name, []).append(unc)
                 elif mtype == "shapesys":
                     shapesys[name] = (snom.copy(), np.asarray(mdata, dtype=float))
-    width = max(1, max(len(m) for m in mult))
+    width = max(1, *(len(m) for m in mult))
     gather = np.full((n_cell, width), n_par, dtype=np.int64)
     for c, ps in enumerate(mult):
         gather[c, : len(ps)] = ps
@@ -335,9 +386,20 @@ def build_dense(spec: dict[str, Any], options: dict[str, Any], key: Any = None) 
         msg = "the POI is fixed in the measurement"
         raise Unsupported(msg)
     arrays = {
-        "nominal": nom, "h_up": h_up, "h_dn": h_dn, "n_hi": n_hi, "n_lo": n_lo,
-        "data": np.asarray(data), "init": init, "lower": lower, "upper": upper,
-        "fixed": fixed, "gauss": gauss, "sigma": sigma, "aux": aux, "poisson": poisson,
+        "nominal": nom,
+        "h_up": h_up,
+        "h_dn": h_dn,
+        "n_hi": n_hi,
+        "n_lo": n_lo,
+        "data": np.asarray(data),
+        "init": init,
+        "lower": lower,
+        "upper": upper,
+        "fixed": fixed,
+        "gauss": gauss,
+        "sigma": sigma,
+        "aux": aux,
+        "poisson": poisson,
         "tau": tau,
     }
     return DenseModel(
@@ -347,85 +409,8 @@ def build_dense(spec: dict[str, Any], options: dict[str, Any], key: Any = None) 
         cell_bin=np.asarray(cell_bin, dtype=np.int64),
         gather=gather,
         arrays=arrays,
+        cell_norm=cell_norm,
+        mult_index=np.unique(gather[gather < n_par])
+        if (gather < n_par).any()
+        else np.zeros(1, dtype=np.int64),
     )
-
-
-def _pyhf_order(model: Any, dense: DenseModel) -> np.ndarray:
-    """Index map: position in pyhf's parameter vector -> position in the dense vector."""
-    offsets = {}
-    pos = 0
-    for name in dense.par_names:
-        offsets[name] = pos
-        pos += model.config.param_set(name).n_parameters
-    perm = np.zeros(model.config.npars, dtype=np.int64)
-    for name in model.config.par_order:
-        sl = model.config.par_slice(name)
-        perm[sl] = offsets[name] + np.arange(sl.stop - sl.start)
-    return perm
-
-
-def check_against_pyhf(
-    spec: dict[str, Any], options: dict[str, Any], dense: DenseModel, twice_nll: Any
-) -> str | None:
-    """Compare a built point with pyhf's model; return a reason if they disagree.
-
-    Args:
-        spec: the patched workspace spec of the point.
-        options: kernel options (interpolation codes, measurement).
-        dense: the dense model of the same point.
-        twice_nll: ``twice_nll(theta, arrays) -> float`` of the dense model.
-    """
-    import pyhf
-
-    ws = pyhf.Workspace(spec, validate=False)
-    with _numpy_backend():
-        model = ws.model(
-            measurement_name=options.get("measurement"),
-            modifier_settings={
-                "normsys": {"interpcode": options["normsys_interpcode"]},
-                "histosys": {"interpcode": options["histosys_interpcode"]},
-            },
-        )
-        data = np.asarray(ws.data(model), dtype=float)
-        if set(model.config.par_order) != set(dense.par_names):
-            return "parameter names differ from pyhf's"
-        perm = _pyhf_order(model, dense)
-        a = dense.arrays
-        checks = {
-            "inits": (np.asarray(model.config.suggested_init()), a["init"]),
-            "bounds": (np.asarray(model.config.suggested_bounds()),
-                       np.stack([a["lower"], a["upper"]], axis=1)),
-            "fixed": (np.asarray(model.config.suggested_fixed(), dtype=float), a["fixed"]),
-        }
-        for what, (ref, mine) in checks.items():
-            if not np.allclose(ref, np.asarray(mine, dtype=float)[perm], rtol=1e-12, atol=0):
-                return f"{what} differ from pyhf's"
-        if model.config.poi_index is None or perm[model.config.poi_index] != dense.poi_index:
-            return "POI differs from pyhf's"
-        rng = np.random.default_rng(1)
-        base = a["init"].copy()
-        ref0 = -2.0 * float(model.logpdf(base[perm], data)[0])
-        mine0 = float(twice_nll(base, a))
-        for _ in range(3):
-            theta = base + np.where(a["fixed"], 0.0, rng.uniform(-0.3, 0.3, base.size))
-            theta = np.clip(theta, a["lower"] + 1e-3, a["upper"])
-            ref = -2.0 * float(model.logpdf(theta[perm], data)[0]) - ref0
-            mine = float(twice_nll(theta, a)) - mine0
-            if not abs(ref - mine) <= 1e-7 * (1.0 + abs(ref)):
-                return f"likelihood differs from pyhf's ({mine!r} vs {ref!r})"
-    return None
-
-
-class _numpy_backend:
-    """Context manager: pyhf's NumPy backend, restoring the previous backend on exit."""
-
-    def __enter__(self) -> None:
-        import pyhf
-
-        self._saved = pyhf.get_backend()
-        pyhf.set_backend("numpy")
-
-    def __exit__(self, *exc: object) -> None:
-        import pyhf
-
-        pyhf.set_backend(*self._saved)

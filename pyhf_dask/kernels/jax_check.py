@@ -1,0 +1,97 @@
+"""One-time check of a dense model structure against pyhf's own model of the same point."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from pyhf_dask.kernels.jax_model import DenseModel
+
+__all__ = ["check_against_pyhf"]
+
+log = logging.getLogger(__name__)
+
+
+def _pyhf_order(model: Any, dense: DenseModel) -> np.ndarray:
+    """Index map: position in pyhf's parameter vector -> position in the dense vector."""
+    offsets = {}
+    pos = 0
+    for name in dense.par_names:
+        offsets[name] = pos
+        pos += model.config.param_set(name).n_parameters
+    perm = np.zeros(model.config.npars, dtype=np.int64)
+    for name in model.config.par_order:
+        sl = model.config.par_slice(name)
+        perm[sl] = offsets[name] + np.arange(sl.stop - sl.start)
+    return perm
+
+
+def check_against_pyhf(
+    spec: dict[str, Any], options: dict[str, Any], dense: DenseModel, twice_nll: Any
+) -> str | None:
+    """Compare a built point with pyhf's model; return a reason if they disagree.
+
+    Args:
+        spec: the patched workspace spec of the point.
+        options: kernel options (interpolation codes, measurement).
+        dense: the dense model of the same point.
+        twice_nll: ``twice_nll(theta, arrays) -> float`` of the dense model.
+    """
+    import pyhf
+
+    ws = pyhf.Workspace(spec, validate=False)
+    with _NumpyBackend():
+        model = ws.model(
+            measurement_name=options.get("measurement"),
+            modifier_settings={
+                "normsys": {"interpcode": options["normsys_interpcode"]},
+                "histosys": {"interpcode": options["histosys_interpcode"]},
+            },
+        )
+        data = np.asarray(ws.data(model), dtype=float)
+        if set(model.config.par_order) != set(dense.par_names):
+            return "parameter names differ from pyhf's"
+        perm = _pyhf_order(model, dense)
+        a = dense.arrays
+        checks = {
+            "inits": (np.asarray(model.config.suggested_init()), a["init"]),
+            "bounds": (
+                np.asarray(model.config.suggested_bounds()),
+                np.stack([a["lower"], a["upper"]], axis=1),
+            ),
+            "fixed": (np.asarray(model.config.suggested_fixed(), dtype=float), a["fixed"]),
+        }
+        for what, (ref, mine) in checks.items():
+            if not np.allclose(ref, np.asarray(mine, dtype=float)[perm], rtol=1e-12, atol=0):
+                return f"{what} differ from pyhf's"
+        if model.config.poi_index is None or perm[model.config.poi_index] != dense.poi_index:
+            return "POI differs from pyhf's"
+        rng = np.random.default_rng(1)
+        base = a["init"].copy()
+        ref0 = -2.0 * float(model.logpdf(base[perm], data)[0])
+        mine0 = float(twice_nll(base, a))
+        for _ in range(3):
+            theta = base + np.where(a["fixed"], 0.0, rng.uniform(-0.3, 0.3, base.size))
+            theta = np.clip(theta, a["lower"] + 1e-3, a["upper"])
+            d_ref = -2.0 * float(model.logpdf(theta[perm], data)[0]) - ref0
+            d_mine = float(twice_nll(theta, a)) - mine0
+            if not abs(d_ref - d_mine) <= 1e-7 * (1.0 + abs(d_ref)):
+                return f"likelihood differs from pyhf's ({d_mine!r} vs {d_ref!r})"
+    return None
+
+
+class _NumpyBackend:
+    """Context manager: pyhf's NumPy backend, restoring the previous backend on exit."""
+
+    def __enter__(self) -> None:
+        import pyhf
+
+        self._saved = pyhf.get_backend()
+        pyhf.set_backend("numpy")
+
+    def __exit__(self, *exc: object) -> None:
+        import pyhf
+
+        pyhf.set_backend(*self._saved)
