@@ -50,7 +50,8 @@ def scan_token(grid: SignalGrid, kernel: str, options: dict[str, Any], chunk_siz
     """Deterministic identifier of a scan: its inputs, kernel, options and chunking."""
     payload = json.dumps(
         [grid.workspace_digest(), grid.patches_digest(), kernel, options, chunk_size],
-        sort_keys=True, default=repr,
+        sort_keys=True,
+        default=repr,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -81,7 +82,9 @@ def build_graph(
             grid.chunk(start, stop), name=f"pyhf-dask-patches-{token}-{start}", traverse=False
         )
         key = f"{FIT_PREFIX}{token}-{start}"
-        parts.append(dask.delayed(fit_chunk)(kernel, workspace, patches, options, dask_key_name=key))
+        parts.append(
+            dask.delayed(fit_chunk)(kernel, workspace, patches, options, dask_key_name=key)
+        )
     return ScanGraph(token, bounds, parts)
 
 

@@ -96,7 +96,7 @@ def _template(lazy: xr.Dataset) -> xr.Dataset:
         else:
             values = np.full(var.shape, np.nan, dtype=var.dtype)
         data[name] = (var.dims, values, var.attrs)
-    coords: dict[str, Any] = dict(lazy.coords)
+    coords: dict[Any, Any] = dict(lazy.coords)
     coords["patch"] = ("point", lazy["patch"].values.astype(object))
     return xr.Dataset(data, coords=coords, attrs=lazy.attrs)
 
