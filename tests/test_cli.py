@@ -189,3 +189,24 @@ def test_globus_needs_an_endpoint(seed_workspace, tmp_path):
     assert result.returncode == 2
     assert result.stderr.startswith("Error [option]: ")
     assert "--endpoint" in result.stderr
+
+
+def test_failed_points_are_listed_and_fail_on_error(ewk3l_dir):
+    args = [
+        "scan",
+        str(ewk3l_dir / "BkgOnly.json"),
+        str(ewk3l_dir / "patchset.json"),
+        "--patch",
+        "ERJR_100p0_20p0",
+        "--kernel",
+        "pyhf",
+        "--executor",
+        "synchronous",
+    ]
+    plain = _run(*args)
+    assert plain.returncode == 0
+    assert "1 points: 0 converged, 1 failed" in plain.stderr
+    assert "failed points: ERJR_100p0_20p0" in plain.stderr
+    strict = _run(*args, "--fail-on-error")
+    assert strict.returncode == 3
+    assert "Traceback" not in strict.stderr
