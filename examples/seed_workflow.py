@@ -48,7 +48,7 @@ def main() -> None:
     for band, ours, theirs in zip(ds.band.values, ds.upper_limit_exp[0].values, exp, strict=True):
         log.info("expected %+d sigma:        %.4f (pyhf: %.4f)", band, ours, float(theirs))
     if args.plot:
-        from pyhf_dask.plots import plot_brazil
+        from pyhf_dask.plots_poi import plot_brazil
 
         plot_brazil(ds, point=0, save_figure=args.plot)
         log.info("Brazil band written to %s", args.plot)

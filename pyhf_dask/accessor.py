@@ -103,13 +103,13 @@ class PyhfDaskAccessor:
         return plot_cls_map(self._ds, **kwargs)
 
     def plot_brazil(self, *, point: int | str = 0, **kwargs: Any) -> Figure:
-        """The Brazil band of one point of a POI scan (:func:`pyhf_dask.plots.plot_brazil`)."""
-        from pyhf_dask.plots import plot_brazil
+        """The Brazil band of one point of a POI scan (:func:`pyhf_dask.plots_poi.plot_brazil`)."""
+        from pyhf_dask.plots_poi import plot_brazil
 
         return plot_brazil(self._ds, point=point, **kwargs)
 
     def plot_upper_limits(self, **kwargs: Any) -> Figure:
-        """Map of upper limits of a POI scan (:func:`pyhf_dask.plots.plot_upper_limits`)."""
-        from pyhf_dask.plots import plot_upper_limits
+        """Map of upper limits of a POI scan (:func:`pyhf_dask.plots_poi.plot_upper_limits`)."""
+        from pyhf_dask.plots_poi import plot_upper_limits
 
         return plot_upper_limits(self._ds, **kwargs)

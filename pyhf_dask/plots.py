@@ -1,4 +1,6 @@
-"""Plots of a result Dataset: exclusion contours, CLs and upper-limit maps, the Brazil band.
+"""Plots of a result Dataset: the exclusion contours and the CLs map.
+
+The plots of a POI scan (Brazil band, upper-limit map) are in :mod:`pyhf_dask.plots_poi`.
 
 matplotlib is an optional extra (``pip install 'pyhf_dask[plot]'``), imported when a plot is
 made. Every function draws on a new :class:`matplotlib.figure.Figure` (no pyplot state) or on
@@ -39,10 +41,8 @@ if TYPE_CHECKING:
 __all__ = [
     "SYMBOLS",
     "axis_label",
-    "plot_brazil",
     "plot_cls_map",
     "plot_exclusion",
-    "plot_upper_limits",
     "unit_of",
 ]
 
@@ -292,6 +292,39 @@ def _pad(ax: Axes, plane: Plane) -> None:
     ax.set_ylim(plane.y.min() - 0.03 * span_y, plane.y.max() + 0.25 * span_y)  # room for legend
 
 
+def _colour_points(
+    ax: Axes,
+    plane: Plane,
+    ok: np.ndarray,
+    values: np.ndarray,
+    norm: Any,
+    cmap: str,
+    missing: str,
+) -> Any:
+    """Scatter the usable points coloured by ``values``; mark the others with a cross."""
+    mappable = ax.scatter(
+        plane.x[ok],
+        plane.y[ok],
+        c=values,
+        norm=norm,
+        cmap=cmap,
+        s=40,
+        edgecolors="none",
+        zorder=2,
+    )
+    if (~ok).any():
+        ax.scatter(
+            plane.x[~ok],
+            plane.y[~ok],
+            s=30,
+            c="black",
+            marker="x",
+            zorder=3,
+            label=f"{missing} ({int((~ok).sum())})",
+        )
+    return mappable
+
+
 def plot_cls_map(
     ds: xr.Dataset,
     *,
@@ -321,26 +354,7 @@ def plot_cls_map(
     ok = plane.usable(curve)
     values = np.clip(plane.values[curve][ok], 1e-4, 1.0)
     norm = mpl.colors.LogNorm(vmin=min(1e-3, values.min(initial=1.0)), vmax=1.0)
-    mappable = ax.scatter(
-        plane.x[ok],
-        plane.y[ok],
-        c=values,
-        norm=norm,
-        cmap="viridis_r",
-        s=40,
-        edgecolors="none",
-        zorder=2,
-    )
-    if (~ok).any():
-        ax.scatter(
-            plane.x[~ok],
-            plane.y[~ok],
-            s=30,
-            c="black",
-            marker="x",
-            zorder=3,
-            label=f"Failed fits ({int((~ok).sum())})",
-        )
+    mappable = _colour_points(ax, plane, ok, values, norm, "viridis_r", "Failed fits")
     found = trace(plane, curves=(curve,), cl=cl, resolution=resolution)
     for k, line in enumerate(found.contours[0].lines):
         ax.plot(
@@ -356,148 +370,6 @@ def plot_cls_map(
     ax.set_xlabel(axis_label(plane.x_name, ds, symbols=symbols))
     ax.set_ylabel(axis_label(plane.y_name, ds, symbols=symbols))
     title = f"CLs {name}"
-    if plane.selection:
-        title += f", {_slice_text(plane, ds, symbols)}"
-    ax.set_title(title, fontsize=11)
-    _pad(ax, plane)
-    ax.legend(loc="upper left", frameon=False, fontsize=9)
-    return _finish(ax, save_figure)
-
-
-def _point_index(ds: xr.Dataset, point: int | str) -> int:
-    if isinstance(point, str):
-        names = np.asarray(ds["patch"].values).astype(str)
-        found = np.flatnonzero(names == point)
-        if not found.size:
-            msg = f"no point named {point!r} in the result"
-            raise InvalidOption(msg)
-        return int(found[0])
-    if not 0 <= point < ds.sizes["point"]:
-        msg = f"point index {point} out of range (0..{ds.sizes['point'] - 1})"
-        raise InvalidOption(msg)
-    return int(point)
-
-
-def plot_brazil(
-    ds: xr.Dataset,
-    *,
-    point: int | str = 0,
-    cl: float | None = None,
-    log_y: bool = False,
-    ax: Axes | None = None,
-    save_figure: str | os.PathLike[str] | None = None,
-) -> Figure:
-    """The Brazil band of one point of a POI scan: CLs against the POI, upper limits marked.
-
-    Args:
-        ds: a computed result with a ``poi`` dimension.
-        point: index or patch name of the point.
-        cl: confidence level of the horizontal line (default: the result's ``cl``).
-        log_y: logarithmic CLs axis.
-
-    Example:
-        >>> fig = plot_brazil(ds, point="sbottom_1300_205_60")  # doctest: +SKIP
-    """
-    if "poi" not in ds.dims or ds.sizes["poi"] < 2:
-        msg = "a Brazil band needs a POI scan (a result with several POI values)"
-        raise InvalidOption(msg)
-    cl = resolve_cl(ds, cl)
-    index = _point_index(ds, point)
-    one = ds.isel(point=index)
-    mu = np.asarray(ds["poi"].values, dtype=float)
-    obs = np.asarray(one["CLs_obs"].values, dtype=float)
-    exp = {
-        int(b): np.asarray(one["CLs_exp"].sel(band=b).values, dtype=float)
-        for b in ds["band"].values
-    }
-    ax = _new_axes(ax)
-    ax.fill_between(mu, exp[-2], exp[2], color=_BAND1_COLOR, label=r"Expected $\pm 2\sigma$")
-    ax.fill_between(mu, exp[-1], exp[1], color="#00cc00", label=r"Expected $\pm 1\sigma$")
-    ax.plot(mu, exp[0], color="black", ls="--", label="Expected CLs")
-    ax.plot(mu, obs, color="black", marker="o", ms=4, label="Observed CLs")
-    ax.axhline(1 - cl, color=_OBS_COLOR, lw=1.5, label=f"CLs = {1 - cl:.2g}")
-    if "upper_limit_obs" in one:
-        limit = float(one["upper_limit_obs"].values)
-        expected = float(one["upper_limit_exp"].sel(band=0).values)
-        if np.isfinite(limit):
-            ax.axvline(
-                limit, color=_OBS_COLOR, ls=":", lw=1.5, label=f"Observed limit: {limit:.3g}"
-            )
-        if np.isfinite(expected):
-            ax.axvline(
-                expected, color="0.3", ls=":", lw=1.5, label=f"Expected limit: {expected:.3g}"
-            )
-    if log_y:
-        ax.set_yscale("log")
-    ax.set_xlabel(str(ds.attrs.get("poi_name") or "POI"))
-    ax.set_ylabel("CLs")
-    name = str(one["patch"].values) if "patch" in one.coords else f"point {index}"
-    ax.set_title(f"{name}: upper limit at {cl:.0%} CL", fontsize=11)
-    ax.set_xlim(mu.min(), mu.max())
-    ax.legend(loc="upper right", frameon=False, fontsize=9)
-    return _finish(ax, save_figure)
-
-
-def plot_upper_limits(
-    ds: xr.Dataset,
-    *,
-    x: str | None = None,
-    y: str | None = None,
-    where: Mapping[str, SliceValue] | None = None,
-    symbols: bool = False,
-    resolution: int = 200,
-    ax: Axes | None = None,
-    save_figure: str | os.PathLike[str] | None = None,
-) -> Figure:
-    """Map of the observed upper limit on the POI per point, with the lines where it is 1.
-
-    Example:
-        >>> fig = plot_upper_limits(ds)  # doctest: +SKIP
-    """
-    mpl = require("matplotlib", "plot")
-    plane = select_plane(ds, x=x, y=y, where=where, quantity="upper_limit")
-    cl = resolve_cl(ds, None)
-    ax = _new_axes(ax)
-    ok = plane.usable("obs") & (plane.values["obs"] > 0)
-    limits = plane.values["obs"][ok]
-    mappable = ax.scatter(
-        plane.x[ok],
-        plane.y[ok],
-        c=limits,
-        norm=mpl.colors.LogNorm(),
-        cmap="viridis",
-        s=40,
-        edgecolors="none",
-        zorder=2,
-    )
-    if (~ok).any():
-        ax.scatter(
-            plane.x[~ok],
-            plane.y[~ok],
-            s=30,
-            c="black",
-            marker="x",
-            zorder=3,
-            label=f"No limit ({int((~ok).sum())})",
-        )
-    found = trace(
-        plane, curves=("obs", "exp"), cl=cl, quantity="upper_limit", resolution=resolution
-    )
-    styles: dict[str, dict[str, Any]] = {
-        "obs": {"color": _OBS_COLOR, "ls": "-", "label": "Observed limit = 1"},
-        "exp": {"color": _EXP_COLOR, "ls": "--", "label": "Expected limit = 1"},
-    }
-    for contour in found.contours:
-        style = dict(styles[contour.curve])
-        for line in contour.lines:
-            ax.plot(line[:, 0], line[:, 1], lw=2.0, zorder=3, **style)
-            style["label"] = None
-    poi_name = str(ds.attrs.get("poi_name") or "POI")
-    fig = ax.get_figure(root=True)
-    fig.colorbar(mappable, ax=ax, label=f"Observed {cl:.0%} CL upper limit on {poi_name}")  # type: ignore[union-attr]
-    ax.set_xlabel(axis_label(plane.x_name, ds, symbols=symbols))
-    ax.set_ylabel(axis_label(plane.y_name, ds, symbols=symbols))
-    title = f"Upper limits on {poi_name}"
     if plane.selection:
         title += f", {_slice_text(plane, ds, symbols)}"
     ax.set_title(title, fontsize=11)

@@ -12,7 +12,7 @@ import xarray as xr
 from scipy.stats import norm
 
 import pyhf_dask.accessor  # noqa: F401  (registers ds.pyhf_dask)
-from pyhf_dask import plots
+from pyhf_dask import plots, plots_poi
 from pyhf_dask.contours import find_contours
 from pyhf_dask.exceptions import InvalidOption, MissingDependency
 
@@ -143,7 +143,7 @@ def test_cls_map(region_a: xr.Dataset) -> None:
 
 def test_brazil_band_of_a_real_poi_scan(poi_scan: xr.Dataset) -> None:
     name = "sbottom_1300_205_60"
-    fig = plots.plot_brazil(poi_scan, point=name)
+    fig = plots_poi.plot_brazil(poi_scan, point=name)
     ax = fig.axes[0]
     limit = float(poi_scan.upper_limit_obs.sel(point=poi_scan.patch == name).values[0])
     assert 1.0 < limit < 3.0  # CLs(mu = 1) = 0.244: not excluded at mu = 1
@@ -160,17 +160,17 @@ def test_brazil_band_of_a_real_poi_scan(poi_scan: xr.Dataset) -> None:
     assert ax.get_ylabel() == "CLs"
     assert name in ax.get_title()
     with pytest.raises(InvalidOption, match="no point named"):
-        plots.plot_brazil(poi_scan, point="nope")
+        plots_poi.plot_brazil(poi_scan, point="nope")
 
 
 def test_brazil_needs_a_poi_scan(region_a: xr.Dataset) -> None:
     with pytest.raises(InvalidOption, match="POI scan"):
-        plots.plot_brazil(region_a)
+        plots_poi.plot_brazil(region_a)
 
 
 def test_upper_limit_map() -> None:
     ds = synthetic_poi_scan()
-    fig = plots.plot_upper_limits(ds)
+    fig = plots_poi.plot_upper_limits(ds)
     ax, colorbar = fig.axes
     assert "upper limit on mu_SIG" in colorbar.get_ylabel()
     assert legend_texts(fig) == ["Observed limit = 1", "Expected limit = 1"]

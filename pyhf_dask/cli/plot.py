@@ -159,7 +159,7 @@ def plot(
     title: str | None,
 ) -> None:
     """Draw an exclusion plot (or another plot) of RESULTS.nc into a figure file."""
-    from pyhf_dask import plots
+    from pyhf_dask import plots, plots_poi
 
     if output.suffix.lower() not in _FIGURE_SUFFIXES:
         msg = f"{output}: figure file must end in {', '.join(_FIGURE_SUFFIXES)}"
@@ -194,9 +194,9 @@ def plot(
         )
     elif kind == "brazil":
         which: int | str = int(point) if point.lstrip("-").isdigit() else point
-        plots.plot_brazil(ds, point=which, cl=cl, save_figure=output)
+        plots_poi.plot_brazil(ds, point=which, cl=cl, save_figure=output)
     else:
-        plots.plot_upper_limits(ds, x=x, y=y, where=slice_, symbols=symbols, save_figure=output)
+        plots_poi.plot_upper_limits(ds, x=x, y=y, where=slice_, symbols=symbols, save_figure=output)
     click.echo(f"wrote {output}")
 
 
