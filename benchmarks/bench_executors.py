@@ -2,10 +2,13 @@
 
     python benchmarks/bench_executors.py --points 20 --trivial 200 \
         --executors synchronous,local,processes,distributed,parsl,endpoint-local
+    python benchmarks/bench_executors.py --kernel jax --points 0 \
+        --regions RegionA,RegionB,RegionC --executors local,distributed,parsl,endpoint-local
 
 Overhead per task: ``--trivial`` tiny fit-keyed tasks (a no-op) through each scheduler,
-(wall time - startup) / tasks. Scan: the first ``--points`` points of the sbottom archive
-(pyhf kernel, code4/code4p); startup of the engine is reported separately.
+(wall time - startup) / tasks. Scan: the first ``--points`` points (0: all) of each of
+``--regions`` of the sbottom archive (code4/code4p) with ``--kernel``; the startup of the
+engine is reported separately.
 """
 
 from __future__ import annotations
@@ -35,16 +38,29 @@ def trivial_graph(n: int) -> list:
     return [dask.delayed(noop)(i, dask_key_name=f"{FIT_PREFIX}bench-{i}") for i in range(n)]
 
 
-def bench(executor: str, points: int, trivial: int, chunk: int, workers: int) -> dict:
-    grid = pyhf_dask.SignalGrid.from_path(ARCHIVE, region="RegionA")
-    grid = grid.take(list(range(min(points, len(grid)))))
-    lazy = pyhf_dask.scan(
-        grid,
-        kernel="pyhf",
-        chunk_size=chunk,
-        normsys_interpcode="code4",
-        histosys_interpcode="code4p",
-    )
+def bench(
+    executor: str,
+    points: int,
+    trivial: int,
+    chunk: int | None,
+    workers: int,
+    kernel: str,
+    regions: list[str],
+) -> dict:
+    scans = []
+    for region in regions:
+        grid = pyhf_dask.SignalGrid.from_path(ARCHIVE, region=region)
+        if points:
+            grid = grid.take(list(range(min(points, len(grid)))))
+        scans.append(
+            pyhf_dask.scan(
+                grid,
+                kernel=kernel,
+                chunk_size=chunk,
+                normsys_interpcode="code4",
+                histosys_interpcode="code4p",
+            )
+        )
     t0 = time.perf_counter()
     with open_scheduler(executor, workers=workers, check_versions=False) as scheduler:
         t1 = time.perf_counter()
@@ -52,27 +68,30 @@ def bench(executor: str, points: int, trivial: int, chunk: int, workers: int) ->
         t2 = time.perf_counter()
         dask.compute(*trivial_graph(trivial), scheduler=scheduler)
         t3 = time.perf_counter()
-        ds = lazy.compute(scheduler=scheduler)
+        results = [lazy.compute(scheduler=scheduler) for lazy in scans]
         t4 = time.perf_counter()
     t5 = time.perf_counter()
-    ok = int((ds.status.values != "failed").sum())
+    status = np.concatenate([ds.status.values for ds in results])
+    ok = int((status != "failed").sum())
     return {
         "executor": executor,
         "startup_s": t1 - t0 + t2 - t1,
         "per_task_ms": 1e3 * (t3 - t2) / trivial,
         "scan_s": t4 - t3,
         "shutdown_s": t5 - t4,
-        "points": len(grid),
+        "points": len(status),
         "ok": ok,
-        "cls": np.asarray(ds.CLs_obs.values),
+        "cls": np.concatenate([ds.CLs_obs.values for ds in results]),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--points", type=int, default=20)
+    parser.add_argument("--points", type=int, default=20, help="per region; 0: all")
+    parser.add_argument("--kernel", default="pyhf")
+    parser.add_argument("--regions", default="RegionA", help="e.g. RegionA,RegionB,RegionC")
     parser.add_argument("--trivial", type=int, default=200)
-    parser.add_argument("--chunk-size", type=int, default=2)
+    parser.add_argument("--chunk-size", type=int, default=None, help="default: the kernel's")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument(
         "--executors", default="synchronous,local,processes,distributed,parsl,endpoint-local"
@@ -87,7 +106,15 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     ref = None
     for name in args.executors.split(","):
-        r = bench(name, args.points, args.trivial, args.chunk_size, args.workers)
+        r = bench(
+            name,
+            args.points,
+            args.trivial,
+            args.chunk_size,
+            args.workers,
+            args.kernel,
+            args.regions.split(","),
+        )
         ref = r["cls"] if ref is None else ref
         same = bool(np.array_equal(r["cls"], ref, equal_nan=True))
         print(
