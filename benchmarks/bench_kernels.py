@@ -4,12 +4,20 @@ Examples:
     python benchmarks/bench_kernels.py --region RegionA --points 5
     python benchmarks/bench_kernels.py --archive-only      # JAX on all 650 sbottom points
     python benchmarks/bench_kernels.py --seed-grid 100     # 100 x 100 seed-model grid
+    PYHF_DASK_JAX_CACHE=/tmp/new python benchmarks/bench_kernels.py --archive-only --log-compiles
+
+``--log-compiles`` turns on ``jax_log_compiles`` and prints how many XLA compilations ran
+and how long they took (functions taking over 0.2 s listed by name). "Cold" figures need
+``PYHF_DASK_JAX_CACHE`` pointing to a new, empty folder.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+import re
 import time
+from collections import defaultdict
 
 import numpy as np
 from common import SBOTTOM
@@ -21,6 +29,43 @@ from pyhf_dask.kernels.jax_kernel import hypotest_chunk
 
 ARCHIVE = str(SBOTTOM)
 SBOTTOM = FitOptions(normsys_interpcode="code4", histosys_interpcode="code4p").to_dict()
+
+
+class CompileLog(logging.Handler):
+    """Collects JAX's "Finished XLA compilation of NAME in T sec" log records."""
+
+    _PATTERN = re.compile(r"Finished XLA compilation of (.+?) in ([0-9.eE+-]+) sec")
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.times: dict[str, list[float]] = defaultdict(list)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Record one compilation."""
+        match = self._PATTERN.search(record.getMessage())
+        if match:
+            self.times[match.group(1)].append(float(match.group(2)))
+
+    def summary(self) -> str:
+        """Number and seconds of the compilations, the slow ones by name."""
+        every = [t for ts in self.times.values() for t in ts]
+        slow = ", ".join(
+            f"{name} {len(ts)}x {sum(ts):.1f} s"
+            for name, ts in sorted(self.times.items())
+            if max(ts) > 0.2
+        )
+        return f"XLA compilations: {len(every)} in {sum(every):.1f} s; slow: {slow or 'none'}"
+
+
+def _log_compiles() -> CompileLog:
+    import jax
+
+    jax.config.update("jax_log_compiles", True)
+    handler = CompileLog()
+    jax_log = logging.getLogger("jax")
+    jax_log.addHandler(handler)
+    jax_log.propagate = False  # count, do not print every compilation
+    return handler
 
 
 def seed_signal(s1: float, s2: float) -> list[dict]:
@@ -99,13 +144,17 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=5)
     parser.add_argument("--archive-only", action="store_true")
     parser.add_argument("--seed-grid", type=int, default=0)
+    parser.add_argument("--log-compiles", action="store_true")
     args = parser.parse_args()
+    compiles = _log_compiles() if args.log_compiles else None
     if args.seed_grid:
         seed_grid(args.seed_grid)
     elif args.archive_only:
         archive()
     else:
         compare(args.region, args.points)
+    if compiles is not None:
+        print(compiles.summary())
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ __all__ = [
     "newton_fit",
     "prepare",
     "twice_nll",
+    "twice_nll_jit",
     "value_grad_hess",
 ]
 
@@ -257,7 +258,14 @@ def value_grad_hess(
 
 
 def newton_fit(
-    init: Any, fixed: Any, data: Any, aux: Any, a: Arrays, s: FitSettings, max_iter: Any
+    init: Any,
+    fixed: Any,
+    data: Any,
+    aux: Any,
+    a: Arrays,
+    s: FitSettings,
+    max_iter: Any,
+    lam0: Any = 1e-3,
 ) -> dict[str, Any]:
     """Minimise ``-2 log L`` of one point within the bounds, ``fixed`` parameters held.
 
@@ -265,9 +273,12 @@ def newton_fit(
     fixed nor held at a bound by the gradient), tries several step lengths along the
     projected path at once, keeps the lowest ``-2 log L`` and adapts the damping.
 
+    At most ``max_iter`` Newton steps (a traced value: one compiled function serves any
+    cap) start with damping ``lam0``, so that a fit can be continued where it stopped.
+
     Returns:
-        ``theta``, ``value``, ``n_iter``, ``converged`` and ``pgrad`` (largest projected
-        gradient component).
+        ``theta``, ``value``, ``n_iter``, ``converged``, ``pgrad`` (largest projected
+        gradient component) and ``lam`` (the damping reached).
     """
     lower, upper = a["lower"], a["upper"]
     theta0 = jnp.clip(init, lower, upper)
@@ -283,7 +294,7 @@ def newton_fit(
     def cond(state: tuple[Any, ...]) -> Any:
         theta, f, g, _, lam, it = state
         _, pg = projected(theta, g)
-        return (it == 0) | ((pg > s.gtol) & (it < max_iter) & (lam < 1e12) & jnp.isfinite(f))
+        return (it == 0) | ((pg > s.gtol) & (it <= max_iter) & (lam < 1e12) & jnp.isfinite(f))
 
     def body(state: tuple[Any, ...]) -> tuple[Any, ...]:
         theta, f, g, h, lam, it = state
@@ -320,7 +331,7 @@ def newton_fit(
         jnp.asarray(jnp.inf, init.dtype),
         jnp.zeros_like(init),
         eye,
-        jnp.asarray(1e-3, init.dtype),
+        jnp.asarray(lam0, init.dtype),
         jnp.asarray(0),
     )
     theta, f, g, _, lam, it = jax.lax.while_loop(cond, body, state)
@@ -333,6 +344,7 @@ def newton_fit(
         "n_iter": it - 1,
         "converged": ((pg <= s.gtol) | stalled) & jnp.isfinite(f),
         "pgrad": pg,
+        "lam": lam,
     }
 
 
@@ -345,41 +357,43 @@ def prepare(a: Arrays, s: FitSettings) -> Arrays:
     return a
 
 
-def _take(points: Arrays, which: Any) -> Arrays:
-    return {k: jnp.take(v, which, axis=0) for k, v in points.items()}
-
-
 @partial(jax.jit, static_argnames=("settings",))
 def fit_batch(
-    points: Arrays,
-    shared: Arrays,
-    which: Any,
+    model: Arrays,
     init: Any,
+    lam: Any,
     fixed: Any,
     data: Any,
     aux: Any,
     max_iter: Any,
     settings: FitSettings,
 ) -> dict[str, Any]:
-    """:func:`newton_fit` over a batch of fits; fit ``i`` uses point ``which[i]``."""
+    """:func:`newton_fit` over a batch of fits; row ``i`` has its own model arrays.
 
-    def one(point: Arrays, i: Any, f: Any, d: Any, x: Any) -> dict[str, Any]:
-        a = prepare({**point, **shared}, settings)
-        return newton_fit(i, f, d, x, a, settings, max_iter)
+    ``max_iter`` is traced: one compiled function per set of shapes serves every pass.
+    """
 
-    return jax.vmap(one)(_take(points, which), init, fixed, data, aux)
+    def one(m: Arrays, i: Any, lm: Any, f: Any, d: Any, x: Any) -> dict[str, Any]:
+        return newton_fit(i, f, d, x, prepare(m, settings), settings, max_iter, lm)
+
+    return jax.vmap(one)(model, init, lam, fixed, data, aux)
 
 
 @partial(jax.jit, static_argnames=("settings",))
-def asimov_batch(
-    points: Arrays, shared: Arrays, theta: Any, settings: FitSettings
-) -> tuple[Any, Any]:
-    """Asimov main and auxiliary data of every point at its parameters ``theta``."""
+def asimov_batch(model: Arrays, theta: Any, settings: FitSettings) -> dict[str, Any]:
+    """Asimov main (``data``) and auxiliary (``aux``) data of every row at ``theta``."""
 
-    def one(point: Arrays, t: Any) -> tuple[Any, Any]:
-        a = prepare({**point, **shared}, settings)
+    def one(m: Arrays, t: Any) -> dict[str, Any]:
+        a = prepare(m, settings)
         rate = _pieces(t, a, settings)["rate"]
         aux = jnp.where(a["gauss"], t, jnp.where(a["poisson"], t * a["tau"], a["aux"]))
-        return rate, aux
+        return {"data": rate, "aux": aux}
 
-    return jax.vmap(one)(points, theta)
+    return jax.vmap(one)(model, theta)
+
+
+@partial(jax.jit, static_argnames=("settings",))
+def twice_nll_jit(theta: Any, a: Arrays, settings: FitSettings) -> Any:
+    """:func:`twice_nll` of one point (``a`` unprepared), compiled once per shape."""
+    b = prepare(a, settings)
+    return twice_nll(theta, b["data"], b["aux"], b, settings)

@@ -1,9 +1,11 @@
 """The JAX kernel: every hypothesis test of a chunk as one batched float64 computation.
 
 Points are grouped by model structure (:func:`~pyhf_dask.kernels.jax_model.structure_key`);
-each group's dense arrays are stacked, padded to a fixed bucket size so that one compiled
-function serves every chunk of that size, and fitted at once by
-:func:`~pyhf_dask.kernels.jax_fit.fit_batch` (bounded Newton fits with exact Hessians).
+each checked point's dense arrays are padded to bucket shapes
+(:mod:`~pyhf_dask.kernels.jax_batch`), so that points of all structures of a chunk, and
+all chunks of similar models, share one compiled
+:func:`~pyhf_dask.kernels.jax_fit.fit_batch` (bounded Newton fits with exact Hessians),
+run in fixed-size batches.
 CLs values follow pyhf's asymptotic calculator (``pyhf/infer/calculators.py``).
 
 Compiled functions are cached per process (JAX's in-memory cache of the jitted function)
@@ -29,8 +31,15 @@ from scipy.special import ndtr
 
 from pyhf_dask.grid import Patch
 from pyhf_dask.kernels import empty_result
+from pyhf_dask.kernels.jax_batch import (
+    MODEL_FIELDS,
+    batch_size,
+    pad_model,
+    padded_dims,
+    run_fits,
+    run_rows,
+)
 from pyhf_dask.kernels.jax_model import (
-    ARRAY_FIELDS,
     DenseModel,
     Unsupported,
     apply_patch,
@@ -38,7 +47,7 @@ from pyhf_dask.kernels.jax_model import (
     structure_key,
 )
 
-__all__ = ["bucket_size", "cls_from_fits", "hypotest_chunk"]
+__all__ = ["cls_from_fits", "hypotest_chunk"]
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +55,6 @@ log = logging.getLogger(__name__)
 _CHECKED: dict[Any, str | None] = {}
 _CONFIGURED = False
 _BAND_NSIGMA = np.array([2.0, 1.0, 0.0, -1.0, -2.0])
-#: Newton iterations of the first pass over a batch, and of the pass over the stragglers.
-_FIRST_PASS = 20
-_SECOND_PASS = 200
 
 
 def _configure_jax() -> None:
@@ -79,18 +85,6 @@ def _device(name: str | None) -> Any:
     if name is None:
         return jax.devices()[0]
     return jax.devices(name)[0]
-
-
-def bucket_size(n: int) -> int:
-    """Padded batch size: a power of two up to 1024, then a multiple of 1024.
-
-    Example:
-        >>> bucket_size(217), bucket_size(1), bucket_size(3000)
-        (256, 8, 3072)
-    """
-    if n <= 1024:
-        return max(8, 1 << (n - 1).bit_length())
-    return -(-n // 1024) * 1024
 
 
 def cls_from_fits(
@@ -131,17 +125,6 @@ def cls_from_fits(
     return cls_obs, cls_exp
 
 
-def _stack(models: list[DenseModel], size: int) -> dict[str, np.ndarray]:
-    out = {}
-    for name in ARRAY_FIELDS:
-        stacked = np.stack([m.arrays[name] for m in models])
-        if size > len(models):
-            pad = np.repeat(stacked[:1], size - len(models), axis=0)
-            stacked = np.concatenate([stacked, pad])
-        out[name] = stacked
-    return out
-
-
 def _fit_names(poi_values: list[float]) -> list[str]:
     names = ["POI=0 on data (Asimov)", "free on data"]
     names += [f"POI={mu:g} on data" for mu in poi_values]
@@ -149,117 +132,71 @@ def _fit_names(poi_values: list[float]) -> list[str]:
     return names
 
 
-def _fit_size(n: int) -> int:
-    """Padded number of fits: a power of two up to 64, then a multiple of 64."""
-    if n <= 64:
-        return max(8, 1 << (n - 1).bit_length())
-    return -(-n // 64) * 64
-
-
-def _pad(x: np.ndarray, size: int) -> np.ndarray:
-    if size == len(x):
-        return x
-    return np.concatenate([x, np.repeat(x[:1], size - len(x), axis=0)])
-
-
-def _fits(
-    points: dict[str, Any],
-    shared: dict[str, Any],
-    settings: Any,
-    device: Any,
-    which: np.ndarray,
-    init: np.ndarray,
-    fixed: np.ndarray,
-    data: np.ndarray,
-    aux: np.ndarray,
-) -> dict[str, np.ndarray]:
-    """Run fits in a padded batch with an iteration cap, then the stragglers to the end."""
-    import jax
-
-    from pyhf_dask.kernels.jax_fit import fit_batch
-
-    def run(idx: np.ndarray, start: np.ndarray, max_iter: int) -> dict[str, np.ndarray]:
-        size = _fit_size(len(idx))
-        args = [_pad(x[idx], size) for x in (which, start, fixed, data, aux)]
-        out = fit_batch(points, shared, *jax.device_put(args, device), max_iter, settings)
-        return {k: np.array(v[: len(idx)]) for k, v in jax.device_get(out).items()}
-
-    everything = np.arange(len(which))
-    res = run(everything, init, _FIRST_PASS)
-    again = np.flatnonzero(~res["converged"])
-    if len(again):
-        log.debug("JAX kernel: %d of %d fits continue", len(again), len(which))
-        more = run(again, res["theta"], _SECOND_PASS)
-        for k in ("theta", "value", "converged", "pgrad"):
-            res[k][again] = more[k]
-        res["n_iter"][again] += more["n_iter"]
-    return res
-
-
 def _run_group(
     models: list[DenseModel], options: dict[str, Any], device: Any
 ) -> dict[str, np.ndarray]:
-    """Every fit of the hypothesis tests of a group of points of one structure."""
+    """Every fit of the hypothesis tests of a list of points (any structures)."""
     import jax
 
-    from pyhf_dask.kernels.jax_fit import FitSettings, asimov_batch
+    from pyhf_dask.kernels.jax_fit import FitSettings, asimov_batch, fit_batch
 
-    first = models[0]
-    poi = first.poi_index
     settings = FitSettings(options["normsys_interpcode"], options["histosys_interpcode"])
+    dims = padded_dims(models)
     n = len(models)
-    batched = _stack(models, bucket_size(n))
-    points = jax.device_put(batched, device)
-    shared = jax.device_put(first.shared(), device)
+    padded = [pad_model(m, dims) for m in models]
+    batched = {k: np.stack([p[k] for p in padded]) for k in MODEL_FIELDS}
+    poi = np.array([m.poi_index for m in models])
+    size = batch_size(dims[0])
+
+    def fit(model: dict[str, Any], *args: Any) -> dict[str, Any]:
+        out = fit_batch(*jax.device_put((model, *args), device), settings)
+        return dict(jax.device_get(out))
+
+    def asimov(model: dict[str, Any], theta: Any) -> dict[str, Any]:
+        out = asimov_batch(*jax.device_put((model, theta), device), settings)
+        return dict(jax.device_get(out))
+
     mus = np.asarray(options["poi_values"], dtype=np.float64)
     n_poi = len(mus)
     # fits on the data: POI=0 (Asimov parameters), free, POI at each value
     f1 = 2 + n_poi
     which = np.repeat(np.arange(n), f1)
-    init = np.repeat(batched["init"][:n], f1, axis=0)
-    fixed = np.repeat(batched["fixed"][:n], f1, axis=0)
+    init = batched["init"][which].copy()
+    fixed = batched["fixed"][which].copy()
     kind = np.tile(np.arange(f1), n)
     mu_of = np.concatenate([[0.0, np.nan], mus])[kind]
-    held = kind != 1
-    init[held, poi] = mu_of[held]
-    fixed[held, poi] = True
-    obs = _fits(
-        points,
-        shared,
-        settings,
-        device,
-        which,
-        init,
-        fixed,
-        batched["data"][which],
-        batched["aux"][which],
+    held = np.flatnonzero(kind != 1)
+    init[held, poi[which[held]]] = mu_of[held]
+    fixed[held, poi[which[held]]] = True
+    obs = run_fits(
+        fit, batched, which, init, fixed, batched["data"][which], batched["aux"][which], size
     )
     theta0 = obs["theta"][kind == 0]
-    data_a, aux_a = jax.device_get(
-        asimov_batch(
-            points, shared, jax.device_put(_pad(theta0, len(batched["init"])), device), settings
-        )
-    )
-    data_a, aux_a = np.asarray(data_a)[:n], np.asarray(aux_a)[:n]
+    asi_data = run_rows(asimov, batched, theta0, size)
     # fits on the Asimov data, started at the Asimov parameters: free, POI at each value
     f2 = 1 + n_poi
     which2 = np.repeat(np.arange(n), f2)
     kind2 = np.tile(np.arange(f2), n)
     init2 = theta0[which2].copy()
-    fixed2 = np.repeat(batched["fixed"][:n], f2, axis=0)
-    held2 = kind2 > 0
-    init2[held2, poi] = mus[kind2[held2] - 1]
-    fixed2[held2, poi] = True
-    asi = _fits(
-        points, shared, settings, device, which2, init2, fixed2, data_a[which2], aux_a[which2]
+    fixed2 = batched["fixed"][which2].copy()
+    held2 = np.flatnonzero(kind2 > 0)
+    init2[held2, poi[which2[held2]]] = mus[kind2[held2] - 1]
+    fixed2[held2, poi[which2[held2]]] = True
+    asi = run_fits(
+        fit,
+        batched,
+        which2,
+        init2,
+        fixed2,
+        asi_data["data"][which2],
+        asi_data["aux"][which2],
+        size,
     )
-    obs_value = obs["value"].reshape(n, f1)
-    asi_value = asi["value"].reshape(n, f2)
     return {
-        "obs_value": obs_value,
-        "obs_muhat": obs["theta"][kind == 1, poi],
-        "asimov_value": asi_value,
-        "asimov_muhat": asi["theta"][kind2 == 0, poi],
+        "obs_value": obs["value"].reshape(n, f1),
+        "obs_muhat": obs["theta"][kind == 1][np.arange(n), poi],
+        "asimov_value": asi["value"].reshape(n, f2),
+        "asimov_muhat": asi["theta"][kind2 == 0][np.arange(n), poi],
         "converged": np.concatenate(
             [obs["converged"].reshape(n, f1), asi["converged"].reshape(n, f2)], axis=1
         ),
@@ -273,16 +210,16 @@ def _run_group(
 def _check(spec: dict[str, Any], options: dict[str, Any], model: DenseModel) -> str | None:
     if model.key in _CHECKED:
         return _CHECKED[model.key]
-    import jax.numpy as jnp
-
-    from pyhf_dask.kernels.jax_fit import FitSettings, prepare, twice_nll
+    from pyhf_dask.kernels.jax_fit import FitSettings, twice_nll_jit
 
     settings = FitSettings(options["normsys_interpcode"], options["histosys_interpcode"])
-    arrays = {k: jnp.asarray(v) for k, v in {**model.arrays, **model.shared()}.items()}
-    arrays = prepare(arrays, settings)
+    dims = padded_dims([model])
+    arrays = pad_model(model, dims)
 
     def nll(theta: np.ndarray, _: dict[str, np.ndarray]) -> float:
-        return float(twice_nll(jnp.asarray(theta), arrays["data"], arrays["aux"], arrays, settings))
+        full = np.zeros(dims[0])
+        full[: len(theta)] = theta
+        return float(twice_nll_jit(full, arrays, settings))
 
     from pyhf_dask.kernels.jax_check import check_against_pyhf
 
@@ -339,42 +276,56 @@ def hypotest_chunk(
 
     device = _device(options.get("device"))
     names = _fit_names(poi_values)
-    for members in groups.values():
-        reason = _check(members[0][2], options, members[0][1])
-        if reason is not None:
-            for i, _, _ in members:
-                fallback[i] = reason
-            continue
-        index = np.array([i for i, _, _ in members])
-        res = _run_group([m for _, m, _ in members], options, device)
-        cls_obs, cls_exp = cls_from_fits(
-            res["obs_value"],
-            res["obs_muhat"],
-            res["asimov_value"],
-            res["asimov_muhat"],
-            np.asarray(poi_values),
-            options["test_stat"],
-        )
-        ok = np.asarray(np.asarray(res["converged"]).all(axis=1), dtype=bool)
-        for row, i in enumerate(index):
-            iters = int(res["n_iter"][row].sum())
-            if ok[row]:
-                out["CLs_obs"][i] = cls_obs[row]
-                out["CLs_exp"][i] = cls_exp[row]
-                out["status"][i] = "converged"
-                out["message"][i] = f"{len(names)} fits, {iters} Newton iterations"
+    members: list[tuple[int, DenseModel]] = []
+    for group in groups.values():
+        reason = _check(group[0][2], options, group[0][1])
+        for i, model, _ in group:
+            if reason is None:
+                members.append((i, model))
             else:
-                bad = np.flatnonzero(~res["converged"][row])
-                k = int(bad[0])
-                out["message"][i] = (
-                    f"{len(bad)} of {len(names)} fits did not converge; first: "
-                    f"{names[k]} after {int(res['n_iter'][row, k])} iterations, "
-                    f"|projected grad| {float(res['pgrad'][row, k]):.3g}"
-                )
+                fallback[i] = reason
+    if members:
+        _fill(out, members, options, device, names)
     if fallback:
         _fallback(workspace, patches, options, fallback, out)
     out["fit_time"][:] = (time.perf_counter() - start) / max(n, 1)
     return out
+
+
+def _fill(
+    out: dict[str, np.ndarray],
+    members: list[tuple[int, DenseModel]],
+    options: dict[str, Any],
+    device: Any,
+    names: list[str],
+) -> None:
+    """Fit the given points in one padded batch and write their results into ``out``."""
+    poi_values = np.asarray(options["poi_values"], dtype=np.float64)
+    res = _run_group([m for _, m in members], options, device)
+    cls_obs, cls_exp = cls_from_fits(
+        res["obs_value"],
+        res["obs_muhat"],
+        res["asimov_value"],
+        res["asimov_muhat"],
+        poi_values,
+        options["test_stat"],
+    )
+    ok = np.asarray(np.asarray(res["converged"]).all(axis=1), dtype=bool)
+    for row, (i, _) in enumerate(members):
+        iters = int(res["n_iter"][row].sum())
+        if ok[row]:
+            out["CLs_obs"][i] = cls_obs[row]
+            out["CLs_exp"][i] = cls_exp[row]
+            out["status"][i] = "converged"
+            out["message"][i] = f"{len(names)} fits, {iters} Newton iterations"
+        else:
+            bad = np.flatnonzero(~res["converged"][row])
+            k = int(bad[0])
+            out["message"][i] = (
+                f"{len(bad)} of {len(names)} fits did not converge; first: "
+                f"{names[k]} after {int(res['n_iter'][row, k])} iterations, "
+                f"|projected grad| {float(res['pgrad'][row, k]):.3g}"
+            )
 
 
 def _fallback(

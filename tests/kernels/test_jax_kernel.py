@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from reference_values import REFERENCE
 
 import pyhf_dask
 from pyhf_dask.grid import signal_patch, simple_workspace
@@ -16,59 +17,7 @@ from pyhf_dask.kernels.jax_kernel import hypotest_chunk
 
 SBOTTOM_OPTIONS = FitOptions(normsys_interpcode="code4", histosys_interpcode="code4p").to_dict()
 
-# /work/shared/data/README.md (pyhf 0.7.6 regression tests)
-REFERENCE = {
-    ("RegionA", "sbottom_1300_205_60"): (
-        0.24443627759085326,
-        [
-            0.09022509053507759,
-            0.1937839194960632,
-            0.38432344933992,
-            0.6557757334303531,
-            0.8910420971601081,
-        ],
-    ),
-    ("RegionA", "sbottom_1400_950_60"): (
-        0.021373283911064852,
-        [
-            0.0026445531093281147,
-            0.013976126501170727,
-            0.06497105816950004,
-            0.23644030478043676,
-            0.5744785776763938,
-        ],
-    ),
-    ("RegionA", "sbottom_1500_850_60"): (
-        0.045367205665400624,
-        [
-            0.00598431785676406,
-            0.026102240062850574,
-            0.10093641492218848,
-            0.31019245951964736,
-            0.6553623337518385,
-        ],
-    ),
-    ("RegionB", "sbottom_1400_550_60"): (
-        0.9744675266677597,
-        [
-            0.9338879894557114,
-            0.9569045303300702,
-            0.9771296335437559,
-            0.9916370124133669,
-            0.9983701133999316,
-        ],
-    ),
-    ("RegionC", "sbottom_1600_850_60"): (
-        0.711023707425625,
-        [
-            0.2955492909588046,
-            0.4446885457298284,
-            0.6371473864200973,
-            0.8336149623750603,
-            0.9585901381554178,
-        ],
-    ),
-}
+
 # points compared with the reference kernel (a different parameter list included)
 SUBSET = {
     "RegionA": ["sbottom_700_680_550", "sbottom_1000_205_60", "sbottom_1100_630_500"],
@@ -355,6 +304,10 @@ def test_exact_hessian_matches_autodiff() -> None:
     from pyhf_dask.kernels.jax_model import apply_patch, build_dense
 
     _configure_jax()
+    static = {"static_argnums": (4,)}
+    exact = jax.jit(jax_fit.value_grad_hess, **static)
+    auto_grad = jax.jit(jax.grad(jax_fit.twice_nll), **static)
+    auto_hess = jax.jit(jax.hessian(jax_fit.twice_nll), **static)
     ws, patches = _random_workspace(np.random.default_rng(7))
     for normcode, histcode in (("code4", "code4p"), ("code1", "code2"), ("code4", "code0")):
         options = {
@@ -374,10 +327,10 @@ def test_exact_hessian_matches_autodiff() -> None:
                 model.arrays["lower"] + 0.05,
                 model.arrays["upper"],
             )
-            args = (arrays["data"], arrays["aux"], arrays, settings)
-            _, grad, hess = jax_fit.value_grad_hess(jnp.asarray(theta), *args)
-            auto_g = jax.grad(jax_fit.twice_nll)(jnp.asarray(theta), *args)
-            auto_h = jax.hessian(jax_fit.twice_nll)(jnp.asarray(theta), *args)
+            args = (arrays["data"], arrays["aux"], arrays)
+            _, grad, hess = exact(jnp.asarray(theta), *args, settings)
+            auto_g = auto_grad(jnp.asarray(theta), *args, settings)
+            auto_h = auto_hess(jnp.asarray(theta), *args, settings)
             np.testing.assert_allclose(grad, auto_g, rtol=1e-8, atol=1e-8)
             np.testing.assert_allclose(hess, auto_h, rtol=1e-8, atol=1e-7)
 

@@ -1,0 +1,242 @@
+"""Padding of dense models to bucket shapes, and the fixed-size batch scheduler of the fits.
+
+XLA compiles one executable per set of array shapes, and on CPU compiling the batched fit
+takes seconds. So that every chunk, every model structure and every pass over the fits
+share as few executables as possible:
+
+* every dimension of a dense model (parameters, cells, bins, normsys slots, multiplicative
+  parameters, multiplicative factors per cell) is padded up to a bucket
+  (:func:`bucket`); padded parameters are fixed and enter no rate, padded cells have no
+  rate, padded bins no data, so ``-2 log L``, its gradient and Hessian are unchanged;
+* the model arrays are per point (structural ones included), so points of different
+  structures with the same bucket shapes are fitted in the same batch;
+* fits run in batches of a fixed number of rows (:func:`batch_size`) and a fixed number
+  of Newton iterations per call (:data:`ROUND`); between calls, finished rows are
+  replaced by waiting fits ("refill"), so that slow fits do not hold a whole batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from pyhf_dask.kernels.jax_model import ARRAY_FIELDS, DenseModel
+
+__all__ = [
+    "MODEL_FIELDS",
+    "Dims",
+    "batch_size",
+    "bucket",
+    "dims_of",
+    "pad_model",
+    "padded_dims",
+    "run_fits",
+    "run_rows",
+]
+
+log = logging.getLogger(__name__)
+
+#: Arrays of one padded point: :data:`ARRAY_FIELDS` plus the structural ones.
+MODEL_FIELDS = (
+    *ARRAY_FIELDS,
+    "cell_bin",
+    "gather",
+    "gather_local",
+    "mult_index",
+    "mult_select",
+    "cell_norm",
+)
+#: Newton iterations per call, and the most iterations a fit gets in all.
+ROUND = 20
+MAX_ITER = 220
+#: Rows per batch of models with 32 parameters or more.
+LARGE_MODEL_BATCH = 64
+
+Dims = tuple[int, int, int, int, int, int]  # params, cells, bins, norm slots, mult, width
+
+
+def bucket(n: int) -> int:
+    """Padded size of a model dimension (at most 12.5 % padding above 64).
+
+    A power of two up to 16, then a multiple of an eighth of the power of two below
+    (at least 8): few distinct shapes, little padded work.
+
+    Example:
+        >>> [bucket(n) for n in (1, 3, 9, 16, 17, 60, 66, 300)]
+        [1, 4, 16, 16, 24, 64, 72, 320]
+    """
+    if n <= 16:
+        return 1 << max(0, (n - 1).bit_length())
+    step = max(8, 1 << ((n - 1).bit_length() - 4))
+    return -(-n // step) * step
+
+
+def dims_of(model: DenseModel) -> Dims:
+    """Unpadded dimensions of a dense model."""
+    a = model.arrays
+    return (
+        len(a["init"]),
+        len(model.cell_bin),
+        len(a["data"]),
+        int(a["n_hi"].shape[1]),
+        len(model.mult_index),
+        int(model.gather.shape[1]),
+    )
+
+
+def padded_dims(models: list[DenseModel]) -> Dims:
+    """Bucketed dimensions that hold every model of the list."""
+    raw = np.max(np.array([dims_of(m) for m in models]), axis=0)
+    return tuple(bucket(int(n)) for n in raw)  # type: ignore[return-value]
+
+
+def pad_model(model: DenseModel, dims: Dims) -> dict[str, np.ndarray]:
+    """The arrays of :data:`MODEL_FIELDS` of one point, padded to ``dims``."""
+    n_par, n_cell, n_bin, n_norm, n_mult, width = dims_of(model)
+    pp, pc, pb, pk, pm, pw = dims
+    a = model.arrays
+
+    def vec(x: np.ndarray, size: int, fill: Any) -> np.ndarray:
+        out = np.full(size, fill, dtype=x.dtype)
+        out[: len(x)] = x
+        return out
+
+    def mat(x: np.ndarray, shape: tuple[int, int], fill: Any) -> np.ndarray:
+        out = np.full(shape, fill, dtype=x.dtype)
+        out[: x.shape[0], : x.shape[1]] = x
+        return out
+
+    out = {
+        "nominal": vec(a["nominal"], pc, 0.0),
+        "h_up": mat(a["h_up"], (pp, pc), 0.0),
+        "h_dn": mat(a["h_dn"], (pp, pc), 0.0),
+        "n_hi": mat(a["n_hi"], (pp, pk), 1.0),
+        "n_lo": mat(a["n_lo"], (pp, pk), 1.0),
+        "data": vec(a["data"], pb, 0.0),
+        "init": vec(a["init"], pp, 0.0),
+        "lower": vec(a["lower"], pp, -1.0),
+        "upper": vec(a["upper"], pp, 1.0),
+        "fixed": vec(a["fixed"], pp, True),
+        "gauss": vec(a["gauss"], pp, False),
+        "sigma": vec(a["sigma"], pp, 1.0),
+        "aux": vec(a["aux"], pp, 0.0),
+        "poisson": vec(a["poisson"], pp, False),
+        "tau": vec(a["tau"], pp, 1.0),
+    }
+    # structure: the constant-1 index moves from n_par to pp, "not multiplicative" to pm
+    gather = np.where(model.gather < n_par, model.gather, pp)
+    out["gather"] = mat(gather, (pc, pw), pp)
+    local = np.full(pp + 1, pm, dtype=np.int64)
+    local[model.mult_index] = np.arange(n_mult)
+    out["gather_local"] = local[out["gather"]]
+    out["mult_index"] = vec(model.mult_index, pm, int(model.mult_index[0]))
+    select = np.zeros((pp, pm))
+    select[model.mult_index, np.arange(n_mult)] = 1.0
+    out["mult_select"] = select
+    cell_bin = np.zeros((pc, pb))
+    cell_bin[np.arange(n_cell), model.cell_bin] = 1.0
+    out["cell_bin"] = cell_bin
+    cell_norm = np.zeros((pc, pk))
+    has = model.cell_norm >= 0
+    cell_norm[np.flatnonzero(has), model.cell_norm[has]] = 1.0
+    out["cell_norm"] = cell_norm
+    del n_bin, n_norm, width
+    return out
+
+
+def batch_size(n_par: int) -> int:
+    """Rows per fit batch for models of ``n_par`` (padded) parameters.
+
+    On CPU, small batches of large models run faster per fit than large ones (the
+    per-row matrices stay in cache); small models need large batches to amortise the
+    per-iteration overhead.
+    """
+    if n_par >= 32:
+        return LARGE_MODEL_BATCH
+    return 1024 if n_par >= 8 else 2048
+
+
+def _take(x: np.ndarray, idx: np.ndarray, size: int) -> np.ndarray:
+    """Rows ``idx`` of ``x``, padded to ``size`` rows by repeating the first."""
+    if len(idx) < size:
+        idx = np.concatenate([idx, np.full(size - len(idx), idx[0])])
+    return x[idx]
+
+
+def run_rows(
+    func: Any, models: dict[str, np.ndarray], rows: np.ndarray, size: int
+) -> dict[str, np.ndarray]:
+    """``func(model, rows)`` over every point, in batches of ``size`` rows, concatenated."""
+    n = len(rows)
+    parts = []
+    for start in range(0, n, size):
+        idx = np.arange(start, min(n, start + size))
+        res = func({k: _take(v, idx, size) for k, v in models.items()}, _take(rows, idx, size))
+        parts.append({k: np.asarray(v)[: len(idx)] for k, v in res.items()})
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def run_fits(
+    fit: Any,
+    models: dict[str, np.ndarray],
+    which: np.ndarray,
+    init: np.ndarray,
+    fixed: np.ndarray,
+    data: np.ndarray,
+    aux: np.ndarray,
+    size: int,
+) -> dict[str, np.ndarray]:
+    """Run every fit to the end through batches of fixed sizes, refilling finished rows.
+
+    Args:
+        fit: ``fit(model, init, lam, fixed, data, aux, max_iter)`` over a batch of rows
+            (a compiled :func:`~pyhf_dask.kernels.jax_fit.fit_batch`).
+        models: padded per-point arrays, stacked over the points.
+        which: point of each fit.
+        init, fixed, data, aux: per-fit start, fixed mask and data.
+        size: rows per batch.
+
+    Returns:
+        ``theta``, ``value``, ``n_iter``, ``converged``, ``pgrad`` per fit.
+    """
+    n = len(which)
+    theta = np.array(init, dtype=np.float64)
+    lam = np.full(n, 1e-3)
+    value = np.full(n, np.inf)
+    pgrad = np.full(n, np.inf)
+    n_iter = np.zeros(n, dtype=np.int64)
+    converged = np.zeros(n, dtype=bool)
+    queue = list(range(n))[::-1]  # pop() from the end takes the next fit
+    active: list[int] = []
+    calls = 0
+    while queue or active:
+        while queue and len(active) < size:
+            active.append(queue.pop())
+        idx = np.asarray(active[:size])
+        model = {k: _take(v, which[idx], size) for k, v in models.items()}
+        args = [_take(x, idx, size) for x in (theta, lam, fixed, data, aux)]
+        out = fit(model, *args, ROUND)
+        calls += 1
+        k = len(idx)
+        theta[idx] = np.asarray(out["theta"])[:k]
+        lam[idx] = np.asarray(out["lam"])[:k]
+        value[idx] = np.asarray(out["value"])[:k]
+        pgrad[idx] = np.asarray(out["pgrad"])[:k]
+        done_now = np.asarray(out["converged"])[:k]
+        steps = np.asarray(out["n_iter"])[:k]
+        converged[idx] = done_now
+        n_iter[idx] += steps
+        # finished: converged, stopped early without converging, or out of iterations
+        finished = done_now | (steps < ROUND) | (n_iter[idx] >= MAX_ITER)
+        rest = [int(i) for i, f in zip(idx, finished, strict=True) if not f]
+        active = active[size:] + rest
+    log.debug("JAX kernel: %d fits in %d batch calls", n, calls)
+    return {
+        "theta": theta,
+        "value": value,
+        "n_iter": n_iter,
+        "converged": converged,
+        "pgrad": pgrad,
+    }
