@@ -21,6 +21,21 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _one_ewk3l_point(ewk3l_dir) -> list[str]:
+    """A scan of one point of the 3L patchset, where pyhf's SciPy fits stop too early."""
+    return [
+        "scan",
+        str(ewk3l_dir / "BkgOnly.json"),
+        str(ewk3l_dir / "patchset.json"),
+        "--patch",
+        "ERJR_100p0_20p0",
+        "--kernel",
+        "pyhf",
+        "--executor",
+        "synchronous",
+    ]
+
+
 def test_version_and_help():
     runner = CliRunner()
     assert __version__ in runner.invoke(main, ["--version"]).output
@@ -78,20 +93,7 @@ def test_scan_archive_region_to_netcdf(sbottom_archive, tmp_path):
 
 def test_scan_patchset_prints_table_and_records_failures(ewk3l_dir):
     runner = CliRunner()
-    result = runner.invoke(
-        main,
-        [
-            "scan",
-            str(ewk3l_dir / "BkgOnly.json"),
-            str(ewk3l_dir / "patchset.json"),
-            "--patch",
-            "ERJR_100p0_20p0",
-            "--kernel",
-            "pyhf",
-            "--executor",
-            "synchronous",
-        ],
-    )
+    result = runner.invoke(main, _one_ewk3l_point(ewk3l_dir))
     assert result.exit_code == 0, result.output
     assert "ERJR_100p0_20p0" in result.output
     assert "1 points:" in result.output
@@ -192,17 +194,7 @@ def test_globus_needs_an_endpoint(seed_workspace, tmp_path):
 
 
 def test_failed_points_are_listed_and_fail_on_error(ewk3l_dir):
-    args = [
-        "scan",
-        str(ewk3l_dir / "BkgOnly.json"),
-        str(ewk3l_dir / "patchset.json"),
-        "--patch",
-        "ERJR_100p0_20p0",
-        "--kernel",
-        "pyhf",
-        "--executor",
-        "synchronous",
-    ]
+    args = _one_ewk3l_point(ewk3l_dir)
     plain = _run(*args)
     assert plain.returncode == 0
     assert "1 points: 0 converged, 1 failed" in plain.stderr
