@@ -186,3 +186,13 @@ def test_point_without_signal_fails_alone(sbottom_archive, caplog):
     failed = ds.message.values[list(ds.patch.values).index("sbottom_1500_1495_60")]
     assert "mu_SIG" in failed
     assert "not a normfactor of the model for 1 of 2 points" in caplog.text
+
+
+def test_nan_cls_from_pyhf_is_a_failed_point(sbottom_archive):
+    """pyhf (SciPy default tolerance) returns CLs_obs = nan here while every fit reports
+    success: the point must be failed, not converged with a NaN."""
+    grid = SignalGrid.from_path(sbottom_archive, region="RegionB").select(["sbottom_1000_131_1"])
+    ds = pyhf_dask.scan(grid, kernel="pyhf", **SBOTTOM_SETTINGS).compute(scheduler="synchronous")
+    assert str(ds.status.values[0]) == "failed"
+    assert "non-finite CLs" in str(ds.message.values[0])
+    assert np.isnan(ds.CLs_exp.values[0]).all()

@@ -67,6 +67,8 @@ class FitOptions(NamedTuple):
     measurement: str | None = None
     gradient_tolerance: float = 1.0
     device: str | None = None
+    #: Tolerance of the reference kernel's SciPy optimizer (``None``: pyhf's default).
+    scipy_tolerance: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form for task arguments."""
@@ -142,8 +144,29 @@ def fit_chunk(
     n_poi = len(options["poi_values"])
     try:
         func = get_kernel(kernel)
-        return func(workspace, chunk, options)
+        return _no_silent_nan(func(workspace, chunk, options))
     except Exception as exc:  # a kernel bug or a broken worker must not lose the chunk
         result = empty_result(len(chunk), n_poi)
         result["message"][:] = f"kernel {kernel!r} failed on the chunk: {type(exc).__name__}: {exc}"
         return result
+
+
+def _no_silent_nan(result: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Mark failed any point a kernel called good but whose CLs are not all finite.
+
+    pyhf's ``hypotest`` can return ``nan`` for the observed CLs of a point whose fits all
+    reported success (RegionB ``sbottom_1000_131_1`` with SciPy's default tolerance).
+    """
+    finite = np.isfinite(result["CLs_obs"]).all(axis=1) & np.isfinite(result["CLs_exp"]).all(
+        axis=(1, 2)
+    )
+    bad = np.flatnonzero((result["status"] != "failed") & ~finite)
+    for i in bad:
+        result["message"][i] = (
+            f"non-finite CLs (CLs_obs={result['CLs_obs'][i].tolist()}) although the fits "
+            f"reported success: {result['message'][i]}"
+        )
+        result["status"][i] = "failed"
+        result["CLs_obs"][i] = np.nan
+        result["CLs_exp"][i] = np.nan
+    return result

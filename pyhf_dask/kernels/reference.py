@@ -64,7 +64,7 @@ def _projected_gradient(
 
 
 _LOCAL = threading.local()
-_OPTIMIZER: Any = None
+_OPTIMIZERS: dict[float | None, Any] = {}
 
 
 def _records() -> list[FitRecord]:
@@ -75,19 +75,19 @@ def _records() -> list[FitRecord]:
     return records
 
 
-def _use_recording_optimizer() -> None:
-    """Make pyhf's backend NumPy with the recording SciPy optimizer, once per process."""
-    global _OPTIMIZER  # noqa: PLW0603
+def _use_recording_optimizer(tolerance: float | None) -> None:
+    """Make pyhf's backend NumPy with the recording SciPy optimizer (one per tolerance)."""
     import pyhf
 
-    if _OPTIMIZER is None:
-        _OPTIMIZER = _recording_optimizer()
+    if tolerance not in _OPTIMIZERS:
+        _OPTIMIZERS[tolerance] = _recording_optimizer(tolerance)
+    wanted = _OPTIMIZERS[tolerance]
     tensorlib, optimizer = pyhf.get_backend()
-    if tensorlib.name != "numpy" or optimizer is not _OPTIMIZER:
-        pyhf.set_backend("numpy", _OPTIMIZER)
+    if tensorlib.name != "numpy" or optimizer is not wanted:
+        pyhf.set_backend("numpy", wanted)
 
 
-def _recording_optimizer() -> Any:
+def _recording_optimizer(tolerance: float | None) -> Any:
     from pyhf.optimize.opt_scipy import scipy_optimizer
 
     class RecordingOptimizer(scipy_optimizer):
@@ -115,7 +115,7 @@ def _recording_optimizer() -> Any:
             )
             return result
 
-    return RecordingOptimizer()
+    return RecordingOptimizer(tolerance=tolerance)
 
 
 def build_model(workspace: dict[str, Any], patch: Patch, options: dict[str, Any]) -> Any:
@@ -154,21 +154,24 @@ def hypotest_chunk(
     tolerance = float(options.get("gradient_tolerance", 1.0))
     out = empty_result(len(patches), len(poi_values))
     records = _records()
-    _use_recording_optimizer()
+    _use_recording_optimizer(options.get("scipy_tolerance"))
     for i, patch in enumerate(patches):
         start = time.perf_counter()
         records.clear()
         try:
             model, data = build_model(workspace, patch, options)
             for j, poi in enumerate(poi_values):
-                obs, exp = pyhf.infer.hypotest(
-                    poi,
-                    data,
-                    model,
-                    test_stat=options["test_stat"],
-                    calctype=options["calctype"],
-                    return_expected_set=True,
-                )
+                # a degenerate point gives 0/0 inside pyhf: the NaN is reported per point
+                # (see pyhf_dask.kernels.fit_chunk), not raised or printed as a warning
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    obs, exp = pyhf.infer.hypotest(
+                        poi,
+                        data,
+                        model,
+                        test_stat=options["test_stat"],
+                        calctype=options["calctype"],
+                        return_expected_set=True,
+                    )
                 out["CLs_obs"][i, j] = float(obs)
                 out["CLs_exp"][i, j] = [float(e) for e in exp]
             bad = [r for r in records if not r.success or not r.gradient <= tolerance]
