@@ -63,6 +63,7 @@ def make_options(
     histosys_interpcode: str | None = None,
     measurement: str | None = None,
     device: str | None = None,
+    scipy_tolerance: float | None = None,
 ) -> FitOptions:
     """Validated :class:`FitOptions`, with ``None`` resolved from the configuration."""
     values = tuple(float(v) for v in poi_values)
@@ -74,6 +75,9 @@ def make_options(
         raise InvalidOption(msg)
     if len(values) > 1 and np.any(np.diff(values) <= 0):
         msg = f"POI values of a scan must be strictly increasing, got {list(values)}"
+        raise InvalidOption(msg)
+    if scipy_tolerance is not None and not scipy_tolerance > 0:
+        msg = f"the SciPy tolerance must be positive, got {scipy_tolerance}"
         raise InvalidOption(msg)
     return FitOptions(
         poi_values=values,
@@ -88,6 +92,7 @@ def make_options(
         measurement=measurement,
         gradient_tolerance=float(config.get("gradient-tolerance")),
         device=device,
+        scipy_tolerance=scipy_tolerance,
     )
 
 
@@ -104,6 +109,7 @@ def scan(
     measurement: str | None = None,
     cl: float | None = None,
     device: str | None = None,
+    scipy_tolerance: float | None = None,
 ) -> xr.Dataset:
     """Build the lazy result Dataset of a hypothesis-test scan over ``grid``.
 
@@ -123,6 +129,9 @@ def scan(
         measurement: measurement name (default: the workspace's first).
         cl: confidence level for upper limits (default 0.95).
         device: device for the JAX kernel (``"cpu"``, ``"gpu"``; default: JAX's own).
+        scipy_tolerance: tolerance of the reference kernel's SciPy fits (default: pyhf's).
+            On flat likelihoods pyhf's default stops early and CLs can be off by 1e-2
+            (see BENCHMARKS.md); 1e-10 is a good choice for a reference scan.
 
     Returns:
         A dask-backed :class:`xarray.Dataset` (see :mod:`pyhf_dask.results`).
@@ -145,6 +154,7 @@ def scan(
         histosys_interpcode=histosys_interpcode,
         measurement=measurement,
         device=device,
+        scipy_tolerance=scipy_tolerance,
     )
     kernel_name = resolve_kernel(kernel)
     validate_grid(grid, poi_name=poi_name)
@@ -200,6 +210,9 @@ def _provenance(
         "measurement": measurement,
         "normsys_interpcode": options.normsys_interpcode,
         "histosys_interpcode": options.histosys_interpcode,
+        "scipy_tolerance": "default"
+        if options.scipy_tolerance is None
+        else options.scipy_tolerance,
         "cl": cl,
         "labels": ",".join(grid.labels),
         "source": grid.source,

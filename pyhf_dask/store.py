@@ -56,6 +56,7 @@ MATCHED_ATTRS = (
     "measurement",
     "normsys_interpcode",
     "histosys_interpcode",
+    "scipy_tolerance",
     "cl",
     "labels",
 )

@@ -202,3 +202,33 @@ def test_failed_points_are_listed_and_fail_on_error(ewk3l_dir):
     strict = _run(*args, "--fail-on-error")
     assert strict.returncode == 3
     assert "Traceback" not in strict.stderr
+
+
+def test_scipy_tolerance_reaches_the_reference_kernel(sbottom_archive, tmp_path):
+    """At pyhf's default tolerance this point's CLs_obs is nan (failed); at 1e-10 it is fitted."""
+    out = tmp_path / "tight.nc"
+    result = _run(
+        "scan",
+        str(sbottom_archive),
+        "--region",
+        "RegionB",
+        "--patch",
+        "sbottom_1000_131_1",
+        "--normsys-interpcode",
+        "code4",
+        "--histosys-interpcode",
+        "code4p",
+        "--kernel",
+        "pyhf",
+        "--executor",
+        "synchronous",
+        "--scipy-tolerance",
+        "1e-10",
+        "-o",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr
+    with xr.open_dataset(out) as ds:
+        assert str(ds.status.values[0]) == "converged"
+        assert float(ds.CLs_obs[0]) == pytest.approx(0.99995, abs=1e-4)
+        assert float(ds.attrs["scipy_tolerance"]) == 1e-10

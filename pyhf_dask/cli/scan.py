@@ -114,6 +114,13 @@ def format_table(ds: xr.Dataset, *, limit: int | None = None) -> str:
     default=None,
     help="histosys interpolation [default: pyhf's code0].",
 )
+@click.option(
+    "--scipy-tolerance",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Tolerance of the pyhf kernel's SciPy fits [default: pyhf's]; e.g. 1e-10 for a "
+    "reference scan.",
+)
 @click.option("--measurement", help="Measurement of the workspace [default: the first].")
 @click.option(
     "--kernel",
@@ -220,6 +227,7 @@ def scan(
     test_stat: str | None,
     normsys_interpcode: str | None,
     histosys_interpcode: str | None,
+    scipy_tolerance: float | None,
     measurement: str | None,
     kernel: str | None,
     device: str | None,
@@ -276,6 +284,7 @@ def scan(
         "histosys_interpcode": histosys_interpcode,
         "measurement": measurement,
         "device": device,
+        "scipy_tolerance": scipy_tolerance,
     }
     show_progress = sys.stderr.isatty() if progress is None else progress
     fitted: list[int] = []
