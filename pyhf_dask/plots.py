@@ -266,13 +266,16 @@ def plot_exclusion(
         )
     if show_points:
         _mark_points(ax, plane)
-    ax.set_xlabel(xlabel or axis_label(plane.x_name, ds, symbols=symbols))
-    ax.set_ylabel(ylabel or axis_label(plane.y_name, ds, symbols=symbols))
-    default = f"Exclusion at {cl:.0%} CL (CLs = {1 - cl:.2g})"
-    if plane.selection:
-        default += f", {_slice_text(plane, ds, symbols)}"
-    ax.set_title(title if title is not None else default, fontsize=11)
-    _pad(ax, plane)
+    _dress_plane(
+        ax,
+        plane,
+        ds,
+        f"Exclusion at {cl:.0%} CL (CLs = {1 - cl:.2g})",
+        symbols=symbols,
+        title=title,
+        xlabel=xlabel,
+        ylabel=ylabel,
+    )
     handles, labels = ax.get_legend_handles_labels()
     order = sorted(range(len(labels)), key=lambda i: _legend_rank(labels[i]))
     ax.legend(
@@ -283,6 +286,28 @@ def plot_exclusion(
         fontsize=9,
     )
     return _finish(ax, save_figure)
+
+
+def _dress_plane(
+    ax: Axes,
+    plane: Plane,
+    ds: xr.Dataset,
+    base_title: str,
+    *,
+    symbols: bool,
+    title: str | None = None,
+    xlabel: str | None = None,
+    ylabel: str | None = None,
+) -> None:
+    """Axis labels, a title naming the slice (unless ``title`` is given), padded limits."""
+    ax.set_xlabel(xlabel or axis_label(plane.x_name, ds, symbols=symbols))
+    ax.set_ylabel(ylabel or axis_label(plane.y_name, ds, symbols=symbols))
+    if title is None:
+        title = base_title
+        if plane.selection:
+            title += f", {_slice_text(plane, ds, symbols)}"
+    ax.set_title(title, fontsize=11)
+    _pad(ax, plane)
 
 
 def _pad(ax: Axes, plane: Plane) -> None:
@@ -367,12 +392,6 @@ def plot_cls_map(
         )
     name = "observed" if curve == "obs" else f"expected ({curve})"
     ax.get_figure(root=True).colorbar(mappable, ax=ax, label=f"CLs, {name}")  # type: ignore[union-attr]
-    ax.set_xlabel(axis_label(plane.x_name, ds, symbols=symbols))
-    ax.set_ylabel(axis_label(plane.y_name, ds, symbols=symbols))
-    title = f"CLs {name}"
-    if plane.selection:
-        title += f", {_slice_text(plane, ds, symbols)}"
-    ax.set_title(title, fontsize=11)
-    _pad(ax, plane)
+    _dress_plane(ax, plane, ds, f"CLs {name}", symbols=symbols)
     ax.legend(loc="upper left", frameon=False, fontsize=9)
     return _finish(ax, save_figure)

@@ -26,11 +26,9 @@ from pyhf_dask.plots import (
     _EXP_COLOR,
     _OBS_COLOR,
     _colour_points,
+    _dress_plane,
     _finish,
     _new_axes,
-    _pad,
-    _slice_text,
-    axis_label,
 )
 
 if TYPE_CHECKING:
@@ -152,12 +150,6 @@ def plot_upper_limits(
     poi_name = str(ds.attrs.get("poi_name") or "POI")
     fig = ax.get_figure(root=True)
     fig.colorbar(mappable, ax=ax, label=f"Observed {cl:.0%} CL upper limit on {poi_name}")  # type: ignore[union-attr]
-    ax.set_xlabel(axis_label(plane.x_name, ds, symbols=symbols))
-    ax.set_ylabel(axis_label(plane.y_name, ds, symbols=symbols))
-    title = f"Upper limits on {poi_name}"
-    if plane.selection:
-        title += f", {_slice_text(plane, ds, symbols)}"
-    ax.set_title(title, fontsize=11)
-    _pad(ax, plane)
+    _dress_plane(ax, plane, ds, f"Upper limits on {poi_name}", symbols=symbols)
     ax.legend(loc="upper left", frameon=False, fontsize=9)
     return _finish(ax, save_figure)
