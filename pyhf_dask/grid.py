@@ -314,17 +314,17 @@ class SignalGrid:
         if region is not None:
             msg = "--region only applies to a folder or archive input"
             raise InvalidGrid(msg)
-        if len(paths) == 2:
-            second = load_json(paths[1])
-            if isinstance(second, dict):
-                if "patches" not in second:
-                    msg = f"{paths[1]}: neither a pyhf patchset (no 'patches') nor a jsonpatch"
-                    raise InvalidPatch(msg)
-                spec = check_workspace(load_json(first), os.fspath(first))
-                return cls._from_patchset_spec(
-                    spec, second, os.fspath(first), os.fspath(paths[1]), labels
-                )
-        return cls.from_patch_files(first, paths[1:], labels=labels)
+        loaded = [(os.fspath(p), load_json(p)) for p in paths[1:]]
+        where, patchset = loaded[0]
+        if len(loaded) > 1 or not isinstance(patchset, dict):
+            patchset = None  # jsonpatch files
+        elif "patches" not in patchset:
+            msg = f"{where}: neither a pyhf patchset (no 'patches') nor a jsonpatch"
+            raise InvalidPatch(msg)
+        spec = check_workspace(load_json(first), os.fspath(first))
+        if patchset is not None:
+            return cls._from_patchset_spec(spec, patchset, os.fspath(first), where, labels)
+        return cls._from_patches(spec, loaded, labels, source=os.fspath(first))
 
     from_archive = from_path
     from_directory = from_path
