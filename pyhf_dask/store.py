@@ -285,5 +285,5 @@ def _streaming(scheduler: Any) -> Any:
     if type(scheduler).__name__ == "Client" and hasattr(scheduler, "get_executor"):
         from pyhf_dask.executors import wrap
 
-        return wrap(scheduler.get_executor())
+        return wrap(scheduler.get_executor(pure=False))  # pure=False: a retry is a new task
     return scheduler
