@@ -1,4 +1,4 @@
-"""Shared fixtures: the published likelihoods of ../shared/data and small seed models."""
+"""Shared fixtures: the published likelihoods of data/ (or ``PYHF_DASK_DATA``), seed models."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ import pytest
 import pyhf_dask
 from pyhf_dask.grid import scaled_signal, simple_workspace
 
-DATA = Path(
-    os.environ.get("PYHF_DASK_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
-)
+#: The archives shipped in the repository's data/ folder; ``PYHF_DASK_DATA`` overrides.
+DATA = Path(os.environ.get("PYHF_DASK_DATA") or Path(__file__).resolve().parents[1] / "data")
 SBOTTOM = DATA / "pyhf-ins1748602-probability-models.tar.gz"
 EWK3L = DATA / "atlas-3L-eRJR-likelihood.tar.gz"
 
@@ -21,14 +20,18 @@ EWK3L = DATA / "atlas-3L-eRJR-likelihood.tar.gz"
 @pytest.fixture(scope="session")
 def sbottom_archive() -> Path:
     if not SBOTTOM.exists():
-        pytest.fail(f"missing published likelihood {SBOTTOM} (set PYHF_DASK_DATA)")
+        pytest.fail(
+            f"missing published likelihood {SBOTTOM} (see data/README.md; set PYHF_DASK_DATA)"
+        )
     return SBOTTOM
 
 
 @pytest.fixture(scope="session")
 def ewk3l_archive() -> Path:
     if not EWK3L.exists():
-        pytest.fail(f"missing published likelihood {EWK3L} (set PYHF_DASK_DATA)")
+        pytest.fail(
+            f"missing published likelihood {EWK3L} (see data/README.md; set PYHF_DASK_DATA)"
+        )
     return EWK3L
 
 
