@@ -39,40 +39,51 @@ EXIT_INTERRUPTED = 130
 
 
 def format_table(ds: xr.Dataset, *, limit: int | None = None) -> str:
-    """Plain-text table of a computed result: one row per point.
+    """Plain-text table of a computed result: one row per point, in grid order.
+
+    Rows are sorted numerically by the grid labels (``sbottom_300_...`` before
+    ``sbottom_1000_...``), else by the numbers in the patch names; every number has the
+    same width, so rows of failed points (NaN) stay aligned.
 
     Example:
         >>> ds = xr.Dataset(
-        ...     {"CLs_obs": ("point", [0.5]),
-        ...      "CLs_exp": (("point", "band"), [[.1, .2, .3, .4, .5]]),
-        ...      "status": ("point", ["converged"])},
-        ...     coords={"patch": ("point", ["a_1"]), "band": [-2, -1, 0, 1, 2]})
-        >>> print(format_table(ds))  # doctest: +NORMALIZE_WHITESPACE
-        patch  CLs_obs  exp-2σ  exp-1σ  exp  exp+1σ  exp+2σ  status
-        a_1    0.5000   0.1000  0.2000  0.3000 0.4000 0.5000 converged
+        ...     {"CLs_obs": ("point", [0.5, np.nan]),
+        ...      "CLs_exp": (("point", "band"), [[.1, .2, .3, .4, .5], [np.nan] * 5]),
+        ...      "status": ("point", ["converged", "failed"])},
+        ...     coords={"patch": ("point", ["a_10", "a_9"]), "band": [-2, -1, 0, 1, 2]})
+        >>> print(format_table(ds))
+        patch  CLs_obs   exp-2σ   exp-1σ      exp   exp+1σ   exp+2σ  status
+        a_9        nan      nan      nan      nan      nan      nan  failed
+        a_10    0.5000   0.1000   0.2000   0.3000   0.4000   0.5000  converged
     """
+    import re
+
+    from pyhf_dask.planes import grid_labels
+
     if "poi" in ds.dims:
         ds = ds.isel(poi=0)
     names = [str(n) for n in ds["patch"].values]
+    labels = [name for name in grid_labels(ds) if name in ds.coords]
+    if labels:
+        columns = [np.asarray(ds[name].values, dtype=float) for name in labels]
+        keys: list[Any] = [tuple(c[i] for c in columns) for i in range(len(names))]
+    else:  # natural order of the names: numbers compared as numbers
+        keys = [
+            [(0, float(part), "") if part[:1].isdigit() else (1, 0.0, part) for part in parts]
+            for parts in (re.findall(r"\d+(?:\.\d+)?|\D+", name) for name in names)
+        ]
+    order = sorted(range(len(names)), key=lambda i: (keys[i], names[i]))
     width = max([len("patch"), *map(len, names)])
-    header = [
-        "patch".ljust(width),
-        "CLs_obs",
-        "exp-2σ",
-        "exp-1σ",
-        "exp   ",
-        "exp+1σ",
-        "exp+2σ",
-        "status",
-    ]
-    rows = ["  ".join(header)]
-    obs = np.asarray(ds["CLs_obs"].values)
-    exp = np.asarray(ds["CLs_exp"].values)
+    header = ["CLs_obs", "exp-2σ", "exp-1σ", "exp", "exp+1σ", "exp+2σ"]
+    cell = max(map(len, header))
+    rows = ["  ".join(["patch".ljust(width), *(h.rjust(cell) for h in header), "status"])]
+    obs = np.asarray(ds["CLs_obs"].values, dtype=float)
+    exp = np.asarray(ds["CLs_exp"].values, dtype=float)
     status = np.asarray(ds["status"].values).astype(str)
     count = len(names) if limit is None else min(limit, len(names))
-    for i in range(count):
-        cells = [names[i].ljust(width), f"{obs[i]:.4f} ", *(f"{v:.4f}" for v in exp[i]), status[i]]
-        rows.append("  ".join(cells))
+    for i in order[:count]:
+        numbers = [f"{v:{cell}.4f}" for v in (obs[i], *exp[i])]
+        rows.append("  ".join([names[i].ljust(width), *numbers, status[i]]))
     if count < len(names):
         rows.append(f"... {len(names) - count} more points")
     return "\n".join(rows)
