@@ -9,7 +9,7 @@ marked instead of aborting the scan; every other task runs in this process):
 ========================  ==================================================  ===========
 name                      where fit tasks run                                 extra
 ========================  ==================================================  ===========
-``local``                 ``concurrent.futures.ProcessPoolExecutor`` (spawn)  --
+``local``                 :class:`~.local.LocalProcessPool` (spawn)          --
 ``threads``               Dask thread pool                                    --
 ``synchronous``           this thread                                         --
 ``processes``             the same as ``local`` (an alias)                    --
@@ -18,6 +18,10 @@ name                      where fit tasks run                                 ex
 ``globus``                Globus Compute endpoint ``--endpoint UUID``          globus
 ``endpoint-local``        an in-process Globus Compute endpoint engine        globus
 ========================  ==================================================  ===========
+
+Everything a scheduler starts is stopped when its context ends, also after an error or a
+signal: engines are shut down, then any process they started that is still alive (a
+stopped worker, a Parsl interchange) is killed.
 
 Any other ``concurrent.futures.Executor`` can be wrapped directly:
 ``ds.compute(scheduler=pyhf_dask.executors.wrap(executor))``.
@@ -101,6 +105,78 @@ def open_scheduler(
         ...     scheduler
         'synchronous'
     """
+    before = _descendants()
+    try:
+        with _open(
+            executor,
+            workers=workers,
+            endpoint=endpoint,
+            scheduler_address=scheduler_address,
+            parsl_config=parsl_config,
+            engine=engine,
+            retries=retries,
+            timeout=timeout,
+            check_versions=check_versions,
+        ) as scheduler:
+            yield scheduler
+    finally:
+        _reap(before)
+
+
+def _descendants() -> dict[int, Any]:
+    """This process's descendants by pid (empty without psutil)."""
+    try:
+        import psutil
+    except ImportError:  # pragma: no cover - psutil comes with distributed and parsl
+        return {}
+    try:
+        return {p.pid: p for p in psutil.Process().children(recursive=True)}
+    except psutil.Error:  # pragma: no cover
+        return {}
+
+
+def _reap(before: dict[int, Any], grace: float = 3.0) -> None:
+    """Kill processes started since ``before`` that outlived their engine's shutdown."""
+    from pyhf_dask.executors.local import stop_processes
+
+    left = [
+        p
+        for pid, p in _descendants().items()
+        if pid not in before and not _is_tracker(p) and _running(p)
+    ]
+    if left:
+        log.info("stopping %d processes left by the executor", len(left))
+        stop_processes(left, grace=grace)
+
+
+def _running(proc: Any) -> bool:
+    try:
+        return bool(proc.is_running()) and proc.status() != "zombie"
+    except Exception:  # gone
+        return False
+
+
+def _is_tracker(proc: Any) -> bool:
+    """multiprocessing's resource tracker: it ends by itself when this process does."""
+    try:
+        return "resource_tracker" in " ".join(proc.cmdline())
+    except Exception:  # gone
+        return True
+
+
+@contextlib.contextmanager
+def _open(
+    executor: str,
+    *,
+    workers: int | None,
+    endpoint: str | None,
+    scheduler_address: str | None,
+    parsl_config: str | os.PathLike[str] | None,
+    engine: str,
+    retries: int,
+    timeout: float | None,
+    check_versions: bool,
+) -> Iterator[Any]:
     import dask
 
     n = workers or os.cpu_count() or 1
@@ -114,15 +190,16 @@ def open_scheduler(
     elif executor == "threads":
         yield functools.partial(dask.threaded.get, num_workers=n)
     elif executor in ("local", "processes"):
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+        from pyhf_dask.executors.local import LocalProcessPool
 
         # spawn, not fork: JAX deadlocks in processes forked after it was used
-        pool = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"))
+        pool = LocalProcessPool(n)
+        clean = False
         try:
             yield ExecutorScheduler(pool, name="local process pool", **options)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            clean = True
+        finally:  # after an error or a signal, running fits are not waited for
+            pool.shutdown(wait=clean, cancel_futures=True)
     elif executor == "distributed":
         from pyhf_dask.executors.distributed import open_distributed
 

@@ -136,12 +136,16 @@ class ExecutorScheduler:
     Args:
         executor: any object with ``submit(fn, *args) -> Future``.
         retries: extra attempts of a failed, lost or timed-out fit task.
-        timeout: seconds a fit task may take from submission to result (``None``: no
-            limit). Queueing time counts, so leave room or limit ``max_in_flight``.
+        timeout: seconds a fit task may run (``None``: no limit). Executors that say when
+            a task starts (``started_at(future)``, as the ``local`` pool does) are timed
+            from that moment; others from submission, so queue time is kept short by
+            ``max_in_flight``. A timed-out task is abandoned (``abandon(future)``: its
+            worker is stopped where the executor can) and retried.
         max_payload: largest serialized submission in bytes (Globus Compute: 10 MB);
             bigger chunks are split, a single point that is too big is an error.
         max_result: largest serialized result in bytes (Globus Compute: 10 MiB).
-        max_in_flight: most fit submissions outstanding at once (``None``: all).
+        max_in_flight: most fit submissions outstanding at once (default: the
+            executor's ``capacity`` when it has one, else all).
         check_versions: compare pyhf_dask/pyhf/Python versions with a worker first.
         name: label used in messages (default: the executor's class name).
     """
@@ -169,7 +173,7 @@ class ExecutorScheduler:
         self.timeout = timeout
         self.max_payload = max_payload or getattr(executor, "max_payload", None)
         self.max_result = max_result or getattr(executor, "max_result", None)
-        self.max_in_flight = max_in_flight
+        self.max_in_flight = max_in_flight or getattr(executor, "capacity", None)
         self.check_versions = check_versions
         self.name = name or type(executor).__name__
         self._versions_checked = False
@@ -253,6 +257,24 @@ class ExecutorScheduler:
             for p in split_patches(patches, 2)
             for q in self._fit_payload(kernel, workspace, p, options)
         ]
+
+    def _started(self, fut: cf.Future[Any], part: _Part) -> float | None:
+        """When ``fut`` started running (``None``: still queued), for timeouts."""
+        started_at = getattr(self.executor, "started_at", None)
+        if started_at is None:
+            return part.started
+        return started_at(fut)
+
+    def _abandon(self, fut: cf.Future[Any]) -> None:
+        """Give up on ``fut``: stop its worker where the executor can, else cancel it."""
+        try:
+            abandon = getattr(self.executor, "abandon", None)
+            if abandon is not None:
+                abandon(fut)
+            else:
+                fut.cancel()
+        except Exception as exc:  # e.g. Parsl: "Cancel not implemented"
+            log.debug("%s: cannot cancel a task (%s)", self.name, exc)
 
     def _probe_versions(self) -> cf.Future[Any] | None:
         if not self.check_versions or self._versions_checked:

@@ -1,8 +1,10 @@
 """dask.distributed: an existing cluster by address, or a loopback-only ``LocalCluster``.
 
 Fit tasks go through :class:`~pyhf_dask.executors.adapter.ExecutorScheduler` over
-``Client.get_executor(pure=False)``, so a failing or lost task is retried and finally
-marked failed instead of aborting the scan.
+:class:`AvoidingExecutor` (``Client.submit(pure=False)``), so a failing or lost task is
+retried and finally marked failed instead of aborting the scan. A task that times out
+marks the worker that was running it (a stopped or hung worker) as one to avoid: retries
+and later tasks go to the other workers while there are any.
 
 Example:
     >>> with open_distributed(workers=1) as scheduler:  # doctest: +SKIP
@@ -11,16 +13,18 @@ Example:
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from pyhf_dask._optional import require
 from pyhf_dask.executors.adapter import ExecutorScheduler
 
-__all__ = ["local_cluster", "open_distributed"]
+__all__ = ["AvoidingExecutor", "local_cluster", "open_distributed"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,96 @@ def local_cluster(workers: int | None = None, **kwargs: Any) -> Any:
     }
     options.update(kwargs)
     return distributed.LocalCluster(**options)
+
+
+def _quiet_pyhf() -> None:
+    """Runs on every worker: pyhf's logged tracebacks stay out of the terminal."""
+    import logging as _logging
+
+    _logging.getLogger("pyhf").setLevel(_logging.CRITICAL)
+
+
+class AvoidingExecutor(cf.Executor):
+    """``concurrent.futures.Executor`` over a ``distributed.Client`` that avoids stuck workers.
+
+    Tasks are submitted with ``pure=False`` (a retry is a new task). :meth:`abandon`
+    cancels a task and adds the workers processing it to :attr:`avoid`; later
+    submissions are restricted to the other workers while any remain.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.avoid: set[str] = set()
+        self._keys: dict[cf.Future[Any], Any] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def capacity(self) -> int | None:
+        """Threads of the cluster's workers (tasks that can run at once)."""
+        try:
+            return int(sum(self.client.nthreads().values())) or None
+        except Exception:  # a scheduler that does not answer: no limit
+            return None
+
+    def _allowed(self) -> list[str] | None:
+        if not self.avoid:
+            return None
+        workers = set(self.client.scheduler_info().get("workers", {})) - self.avoid
+        return sorted(workers) or None
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future[Any]:
+        """Submit ``fn(*args, **kwargs)`` to a worker that is not avoided."""
+        allowed = self._allowed()
+        options: dict[str, Any] = {"pure": False}
+        if allowed:
+            options.update(workers=allowed, allow_other_workers=False)
+        dfut = self.client.submit(fn, *args, **options, **kwargs)
+        out: cf.Future[Any] = cf.Future()
+        out.set_running_or_notify_cancel()
+        with self._lock:
+            self._keys[out] = dfut
+
+        def copy(f: Any) -> None:
+            with self._lock:
+                self._keys.pop(out, None)
+            if out.done():
+                return
+            try:
+                if f.status == "finished":
+                    out.set_result(f.result())
+                else:
+                    out.set_exception(f.exception() or RuntimeError(f"task {f.status}"))
+            except BaseException as exc:  # cancelled, lost: all end the future
+                if not out.done():
+                    out.set_exception(exc)
+
+        dfut.add_done_callback(copy)
+        return out
+
+    def abandon(self, fut: cf.Future[Any]) -> None:
+        """Cancel a stuck task and avoid the worker(s) that were processing it."""
+        with self._lock:
+            dfut = self._keys.pop(fut, None)
+        if dfut is None:
+            return
+        try:
+            processing = self.client.processing()
+        except Exception:
+            processing = {}
+        stuck = {w for w, keys in processing.items() if dfut.key in keys}
+        if stuck:
+            log.warning("dask.distributed: avoiding worker(s) %s (task timed out)", sorted(stuck))
+            self.avoid |= stuck
+        dfut.cancel()
+        fut.cancel()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Cancel outstanding tasks (the client is closed by its owner)."""
+        with self._lock:
+            pending = list(self._keys.values())
+            self._keys.clear()
+        if cancel_futures and pending:
+            self.client.cancel(pending)
 
 
 @contextlib.contextmanager
@@ -74,8 +168,11 @@ def open_distributed(
             cluster = local_cluster(workers)
             client = distributed.Client(cluster)
         log.info("dask.distributed scheduler at %s", client.scheduler.address)
+        with contextlib.suppress(Exception):
+            client.run(_quiet_pyhf)
+        executor = AvoidingExecutor(client)
         yield ExecutorScheduler(
-            client.get_executor(pure=False),
+            executor,
             retries=retries,
             timeout=timeout,
             check_versions=check_versions,
@@ -83,6 +180,8 @@ def open_distributed(
         )
     finally:
         if client is not None:
-            client.close()
+            with contextlib.suppress(Exception):
+                client.close(timeout=10)
         if cluster is not None:
-            cluster.close()
+            with contextlib.suppress(Exception):
+                cluster.close(timeout=10)

@@ -112,10 +112,22 @@ def open_parsl(
     try:
         pool = ParslPoolExecutor(parsl_config)
         yield ExecutorScheduler(
-            pool, retries=retries, timeout=timeout, check_versions=check_versions, name="Parsl"
+            pool,
+            retries=retries,
+            timeout=timeout,
+            check_versions=check_versions,
+            name="Parsl",
+            # the local HTEX runs one task per worker: no queue time counts against timeout
+            max_in_flight=(workers or os.cpu_count() or 1) if tmp else None,
         )
     finally:
+        # Parsl cannot cancel tasks (its futures raise NotImplementedError): the DFK's
+        # cleanup stops the interchange and the worker pool, and open_scheduler kills
+        # any process (a stopped worker) that outlives it
         if pool is not None:
-            pool.shutdown(wait=False)
+            try:
+                pool.shutdown(wait=False)
+            except Exception:  # teardown goes on
+                log.warning("Parsl shutdown failed", exc_info=log.isEnabledFor(logging.DEBUG))
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)

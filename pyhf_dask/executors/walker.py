@@ -28,6 +28,9 @@ __all__: list[str] = []
 
 log = logging.getLogger(__name__)
 
+#: Seconds queued tasks may wait while no task runs before the executor counts as stuck.
+_STALL = 60.0
+
 
 class _Run:
     """State of one ``ExecutorScheduler.__call__``."""
@@ -102,10 +105,8 @@ class _Run:
             errored = False
             return _pack(self.keys, self.cache)
         finally:
-            for fut in self.inflight:
-                fut.cancel()
-            if probe is not None:
-                probe.cancel()
+            for fut in [*self.inflight, *([probe] if probe is not None else [])]:
+                _cancel(fut)
             for cb in self.finishes:
                 cb(self.graph, self.state, errored)
 
@@ -160,18 +161,34 @@ class _Run:
         if timeout is None:
             return
         now = time.monotonic()
+        starts = {fut: self.owner._started(fut, part) for fut, part in self.inflight.items()}
+        # nothing running and nothing taken for long: the executor is stuck (e.g. a
+        # stopped worker holds its queue), so queued tasks are abandoned too
+        stalled = all(s is None for s in starts.values())
         for fut, part in list(self.inflight.items()):
-            if not fut.done() and now - part.started > timeout:
-                fut.cancel()
-                del self.inflight[fut]
-                self._failed(part, TimeoutError(f"no result within {timeout:g} s"))
+            started = starts[fut]
+            if fut.done():
+                continue
+            if started is not None and now - started > timeout:
+                reason = f"no result within {timeout:g} s of running"
+            elif started is None and stalled and now - part.started > max(timeout, _STALL):
+                reason = f"not started by any worker within {max(timeout, _STALL):g} s"
+            else:
+                continue
+            del self.inflight[fut]
+            self.owner._abandon(fut)
+            self._failed(part, TimeoutError(reason))
 
     def _wait_time(self) -> float | None:
         timeout = self.owner.timeout
         if timeout is None or not self.inflight:
             return None
-        first = min(p.started for p in self.inflight.values())
-        return max(0.0, first + timeout - time.monotonic()) + 0.01
+        starts = [self.owner._started(f, p) for f, p in self.inflight.items()]
+        known = [s for s in starts if s is not None]
+        if not known:
+            return 0.5  # not started yet: look again soon
+        wait = max(0.0, min(known) + timeout - time.monotonic()) + 0.01
+        return min(wait, 0.5) if len(known) < len(starts) else wait
 
     def _failed(self, part: _Part, exc: BaseException) -> None:
         text = f"{type(exc).__name__}: {exc}".strip().splitlines()
@@ -256,6 +273,14 @@ class _Run:
         for d in self.deps[key]:  # release inputs nobody needs any more
             if d not in self.wanted and self.dependents[d] <= self.state["finished"]:
                 self.cache.pop(d, None)
+
+
+def _cancel(fut: cf.Future[Any]) -> None:
+    """Cancel a future; executors that cannot (Parsl: NotImplementedError) are skipped."""
+    try:
+        fut.cancel()
+    except Exception as exc:  # cancelling is best effort
+        log.debug("cannot cancel a task: %s: %s", type(exc).__name__, exc)
 
 
 def _resolve(arg: Any, values: Mapping[Any, Any]) -> Any:
