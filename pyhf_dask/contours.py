@@ -201,8 +201,8 @@ def interpolate(
     mesh_y = np.linspace(ymin, ymax, resolution)
     try:
         interp = LinearNDInterpolator(np.stack([x, y], axis=1), z, rescale=True)
-    except (QhullError, ValueError) as exc:
-        msg = f"cannot triangulate the {z.size} points of the plane (all on one line?): {exc}"
+    except (QhullError, ValueError) as exc:  # Qhull's own text is pages long: not shown
+        msg = f"cannot triangulate the {z.size} usable points of the plane: they lie on one line"
         raise InvalidOption(msg) from exc
     grid_x, grid_y = np.meshgrid(mesh_x, mesh_y)
     return Mesh(mesh_x, mesh_y, np.asarray(interp(grid_x, grid_y)), float(level))
@@ -223,6 +223,27 @@ def level_of(cl: float, quantity: Quantity, how: Transform) -> tuple[float, floa
     return level, float(transform(np.array([level]), how)[0])
 
 
+def _check_usable(plane: Plane, curve: str, usable: np.ndarray) -> None:
+    """One-line errors when failed points leave too few to draw a line through."""
+    n, n_usable = plane.x.size, int(usable.sum())
+    if n_usable >= 3:
+        return
+    at = f" at {plane.describe()}" if plane.selection else ""
+    where = f"the {n} points of the {plane.x_name}-{plane.y_name} plane{at}"
+    n_failed = int((plane.status == "failed").sum())
+    hint = "see the 'message' variable of the result for why"
+    if n_usable == 0 and n_failed == n:
+        msg = f"all {where} failed: nothing to draw ({hint})"
+    elif n_usable == 0:
+        msg = f"none of {where} has a finite {curve} value ({n_failed} failed; {hint})"
+    else:
+        msg = (
+            f"a contour needs at least 3 usable points, but only {n_usable} of {where} are "
+            f"usable ({n_failed} failed; {hint})"
+        )
+    raise InvalidOption(msg)
+
+
 def plane_mesh(
     plane: Plane,
     curve: str,
@@ -237,6 +258,7 @@ def plane_mesh(
         msg = "upper-limit contours use the log transform"
         raise InvalidOption(msg)
     usable = plane.usable(curve)
+    _check_usable(plane, curve, usable)
     bounds = (plane.x.min(), plane.x.max(), plane.y.min(), plane.y.max())
     _, target = level_of(cl, quantity, how)
     z = transform(plane.values[curve][usable], how)
@@ -257,12 +279,13 @@ def find_contours(
     quantity: Quantity = "cls",
     how: Transform | None = None,
     resolution: int = 200,
+    mix_slices: bool = False,
 ) -> Contours:
     """Exclusion contours of a computed result in one plane.
 
     Args:
         ds: a computed result Dataset (``pyhf_dask.scan(...).compute()`` or a read file).
-        x, y, where, poi: the plane, as in :func:`select_plane`.
+        x, y, where, poi, mix_slices: the plane, as in :func:`select_plane`.
         cl: confidence level (default: the result's ``cl`` attribute, else 0.95); the contour
             is CLs = 1 - cl.
         curves: which of :data:`CURVES` to trace.
@@ -281,7 +304,9 @@ def find_contours(
         ('msb', 'mn2', {'mn1': 60.0})
     """
     cl = resolve_cl(ds, cl)
-    plane = select_plane(ds, x=x, y=y, where=where, poi=poi, quantity=quantity)
+    plane = select_plane(
+        ds, x=x, y=y, where=where, poi=poi, quantity=quantity, mix_slices=mix_slices
+    )
     return trace(plane, curves=curves, cl=cl, quantity=quantity, how=how, resolution=resolution)
 
 

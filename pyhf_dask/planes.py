@@ -24,6 +24,8 @@ __all__ = [
     "default_axes",
     "default_slice",
     "grid_labels",
+    "is_two_dimensional",
+    "planes_with_grid",
     "resolve_cl",
     "select_plane",
 ]
@@ -60,13 +62,7 @@ class Plane(NamedTuple):
 
     def describe(self) -> str:
         """The slice as text, e.g. ``"mn1 = 60"`` (empty for a 2-D grid)."""
-        parts = []
-        for name, value in self.selection.items():
-            if isinstance(value, tuple):
-                parts.append(f"{value[0]:g} ≤ {name} ≤ {value[1]:g}")
-            else:
-                parts.append(f"{name} = {value:g}")
-        return ", ".join(parts)
+        return _slice_text(self.selection)
 
 
 def grid_labels(ds: xr.Dataset) -> list[str]:
@@ -123,6 +119,107 @@ def _where_mask(ds: xr.Dataset, where: Mapping[str, SliceValue]) -> np.ndarray:
     return mask
 
 
+def is_two_dimensional(x: np.ndarray, y: np.ndarray) -> bool:
+    """Whether the points span a plane: at least 3 distinct points, not all on one line.
+
+    Example:
+        >>> is_two_dimensional(np.array([0.0, 1, 2]), np.array([0.0, 1, 2]))
+        False
+        >>> is_two_dimensional(np.array([0.0, 1, 0]), np.array([0.0, 0, 1]))
+        True
+    """
+    points = np.unique(np.stack([np.asarray(x, float), np.asarray(y, float)], axis=1), axis=0)
+    if len(points) < 3:
+        return False
+    span = np.ptp(points, axis=0)
+    if not np.all(span > 0):
+        return False
+    centred = (points - points.mean(axis=0)) / span
+    singular = np.linalg.svd(centred, compute_uv=False)
+    return bool(singular[1] > 1e-9 * singular[0])
+
+
+def planes_with_grid(ds: xr.Dataset, x: str, y: str) -> list[tuple[dict[str, float], int]]:
+    """The slices of the other labels in which the ``x``-``y`` points form a 2-D grid.
+
+    Returns ``(slice, number of points)`` pairs, most points first.
+    """
+    rest = [label for label in grid_labels(ds) if label not in (x, y)]
+    xs = np.asarray(ds[x].values, dtype=float)
+    ys = np.asarray(ds[y].values, dtype=float)
+    if not rest:
+        return [({}, xs.size)] if is_two_dimensional(xs, ys) else []
+    table = np.stack([np.asarray(ds[label].values, dtype=float) for label in rest], axis=1)
+    combos, inverse = np.unique(table, axis=0, return_inverse=True)
+    found = []
+    for k, combo in enumerate(combos):
+        members = np.asarray(inverse).ravel() == k
+        if is_two_dimensional(xs[members], ys[members]):
+            found.append(
+                (
+                    {label: float(v) for label, v in zip(rest, combo, strict=True)},
+                    int(members.sum()),
+                )
+            )
+    return sorted(found, key=lambda item: -item[1])
+
+
+def _slice_text(selection: Mapping[str, SliceValue]) -> str:
+    parts = []
+    for name, value in selection.items():
+        if isinstance(value, tuple):
+            parts.append(f"{value[0]:g} ≤ {name} ≤ {value[1]:g}")
+        else:
+            parts.append(f"{name} = {value:g}")
+    return ", ".join(parts)
+
+
+def _grid_hint(ds: xr.Dataset, x: str, y: str, *, limit: int = 6) -> str:
+    """``"slices with a 2-D grid: mn1 = 60 (150 points), ..."`` for one-line messages."""
+    found = planes_with_grid(ds, x, y)
+    if found:
+        shown = [f"{_slice_text(sel) or 'the whole grid'} ({n} points)" for sel, n in found]
+        more = f" and {len(shown) - limit} more" if len(shown) > limit else ""
+        return f"slices of {x}-{y} with a 2-D grid: {', '.join(shown[:limit])}{more}"
+    labels = grid_labels(ds)
+    others = []
+    for i, a in enumerate(labels):
+        for b in labels[i + 1 :]:
+            if {a, b} != {x, y}:
+                planes = planes_with_grid(ds, a, b)
+                if planes:
+                    sel, n = planes[0]
+                    where = f" at {_slice_text(sel)}" if sel else ""
+                    others.append(f"-x {a} -y {b}{where} ({n} points)")
+    if others:
+        return f"no slice of {x}-{y} holds a 2-D grid; try {'; '.join(others[:limit])}"
+    return f"no slice of {x}-{y} holds a 2-D grid"
+
+
+def _check_slices(
+    ds: xr.Dataset, x: str, y: str, where: Mapping[str, SliceValue], *, mix_slices: bool
+) -> None:
+    """Refuse a range that takes points of several slices into one plane (unless asked for)."""
+    if mix_slices:
+        return
+    for name, value in where.items():
+        if not isinstance(value, tuple):
+            continue
+        inside = _where_mask(ds, {name: value})
+        values, counts = np.unique(
+            np.asarray(ds[name].values, dtype=float)[inside], return_counts=True
+        )
+        if values.size > 1:
+            most = values[int(np.argmax(counts))]
+            listed = ", ".join(f"{v:g}" for v in values[:8]) + (" ..." if values.size > 8 else "")
+            msg = (
+                f"the range {name} = {value[0]:g}:{value[1]:g} mixes {values.size} slices "
+                f"({name} = {listed}) in one {x}-{y} plane, which makes zig-zag contours; give "
+                f"one value (--where {name}={most:g}) or allow it (mix_slices=True, --mix-slices)"
+            )
+            raise InvalidOption(msg)
+
+
 def _check_result(ds: xr.Dataset) -> None:
     missing = [v for v in ("CLs_obs", "CLs_exp") if v not in ds]
     if missing or "point" not in ds.dims:
@@ -157,6 +254,7 @@ def select_plane(
     where: Mapping[str, SliceValue] | None = None,
     poi: float | None = None,
     quantity: Quantity = "cls",
+    mix_slices: bool = False,
 ) -> Plane:
     """The points of ``ds`` in the plane of ``x`` and ``y`` at the slice ``where``.
 
@@ -168,9 +266,13 @@ def select_plane(
             the other labels; labels not given take the value holding most points.
         poi: the POI value of a POI scan (default: 1, or the nearest scanned value).
         quantity: ``"cls"`` (CLs per curve) or ``"upper_limit"`` (needs a POI scan).
+        mix_slices: accept a range in ``where`` that holds several values of its label
+            (points of several slices drawn in one plane); refused by default.
 
     Raises:
-        InvalidOption: unknown coordinates, an empty slice, or points that coincide in the plane.
+        InvalidOption: unknown coordinates, an empty slice, a range over several slices, a
+            slice whose points do not span a plane (the message lists those that do), or
+            points that coincide in the plane.
     """
     _check_result(ds)
     default_x, default_y = default_axes(ds)
@@ -187,11 +289,12 @@ def select_plane(
     if x == y or x in where or y in where:
         msg = f"the axes ({x}, {y}) must be two different coordinates not fixed by the slice"
         raise InvalidOption(msg)
+    _check_slices(ds, x, y, where, mix_slices=mix_slices)
     selection: dict[str, SliceValue] = {**where, **default_slice(ds, x, y, where=where)}
     selection = {k: selection[k] for k in labels if k in selection}
     mask = _where_mask(ds, selection)
     if not mask.any():
-        msg = f"no points in the slice {selection}"
+        msg = f"no points in the slice {_slice_text(selection)}; {_grid_hint(ds, x, y)}"
         raise InvalidOption(msg)
     if quantity == "upper_limit":
         if "upper_limit_obs" not in ds:
@@ -208,7 +311,18 @@ def select_plane(
     xs = np.asarray(ds[x].values, dtype=float)[mask]
     ys = np.asarray(ds[y].values, dtype=float)[mask]
     if len(np.unique(np.stack([xs, ys], axis=1), axis=0)) < xs.size:
-        msg = f"several points share the same ({x}, {y}) in the slice {selection}; narrow it"
+        msg = (
+            f"several points share the same ({x}, {y}) in the slice {_slice_text(selection)}; "
+            "narrow it"
+        )
+        raise InvalidOption(msg)
+    if not is_two_dimensional(xs, ys):
+        at = f"the slice {_slice_text(selection)}" if selection else "the grid"
+        if xs.size > 2:
+            holds = f"{xs.size} points on a line"
+        else:
+            holds = f"only {xs.size} point" + ("s" if xs.size > 1 else "")
+        msg = f"{at} holds {holds} of the {x}-{y} plane, not a 2-D grid; {_grid_hint(ds, x, y)}"
         raise InvalidOption(msg)
     n = ds.sizes["point"]
     status = np.asarray(chosen["status"].values).astype(str) if "status" in ds else np.full(n, "")

@@ -157,7 +157,7 @@ def test_bad_planes_raise_input_errors() -> None:
         np.tile(gx.ravel(), 2), np.tile(gy.ravel(), 2), extra={"mc": np.repeat([1.0, 2.0], gx.size)}
     )
     with pytest.raises(InvalidOption, match="share the same"):
-        find_contours(twice, where={"mc": (0, 3)})
+        find_contours(twice, where={"mc": (0, 3)}, mix_slices=True)
     with pytest.raises(InvalidOption, match="must be two different"):
         find_contours(ds, x="ma", y="ma")
     with pytest.raises(InvalidOption, match="unknown curves"):
@@ -264,3 +264,62 @@ def test_region_a_observed_contour_separates_the_reference_points(region_a: xr.D
     for name, (_, excluded) in REFERENCE.items():
         cls = plane.values["obs"][plane.patch == name][0]
         assert (transform(np.array([cls]))[0] > Z95) == excluded
+
+
+def test_a_slice_that_is_a_line_names_the_slices_with_a_grid() -> None:
+    gx, gy = np.meshgrid(np.arange(0.0, 1001.0, 100.0), np.arange(0.0, 1001.0, 100.0))
+    plane = result(gx.ravel(), gy.ravel(), extra={"mc": np.full(gx.size, 60.0)})
+    line = result(
+        np.arange(0.0, 1001.0, 100.0), np.full(11, 300.0), extra={"mc": np.full(11, 100.0)}
+    )
+    ds = xr.concat([plane, line], dim="point")
+    with pytest.raises(InvalidOption) as error:
+        find_contours(ds, where={"mc": 100})
+    message = str(error.value)
+    assert message == (
+        "the slice mc = 100 holds 11 points on a line of the ma-mb plane, not a 2-D grid; "
+        "slices of ma-mb with a 2-D grid: mc = 60 (121 points)"
+    )
+    with pytest.raises(InvalidOption, match=r"no points in the slice mc = 7; .*mc = 60 \(121"):
+        find_contours(ds, where={"mc": 7})
+    assert find_contours(ds, where={"mc": 60}, curves=("obs",)).get("obs").lines
+
+
+def test_a_range_over_several_slices_is_refused_unless_asked_for() -> None:
+    gx, gy = np.meshgrid(np.arange(0.0, 1001.0, 100.0), np.arange(0.0, 1001.0, 100.0))
+    x, y = gx.ravel(), gy.ravel()
+    ds = result(x, y, extra={"mc": np.where(x > 400, 60.0, 70.0)})  # each slice half the plane
+    with pytest.raises(InvalidOption, match=r"mc = 50:80 mixes 2 slices \(mc = 60, 70\)") as error:
+        find_contours(ds, where={"mc": (50, 80)})
+    assert "--mix-slices" in str(error.value)
+    assert "\n" not in str(error.value)
+    mixed = find_contours(ds, where={"mc": (50, 80)}, curves=("obs",), mix_slices=True)
+    assert mixed.n_points == x.size
+    # a range holding a single value of its label is one slice: accepted
+    assert find_contours(ds, where={"mc": (55, 65)}, curves=("obs",)).n_points == (x > 400).sum()
+
+
+def test_all_failed_points_say_so_and_point_to_the_message() -> None:
+    gx, gy = np.meshgrid(np.arange(0.0, 501.0, 100.0), np.arange(0.0, 501.0, 100.0))
+    ds = result(gx.ravel(), gy.ravel())
+    ds["status"][:] = "failed"
+    ds["CLs_obs"][:] = np.nan
+    ds["CLs_exp"][:] = np.nan
+    with pytest.raises(InvalidOption) as error:
+        find_contours(ds)
+    assert str(error.value) == (
+        "all the 36 points of the ma-mb plane failed: nothing to draw "
+        "(see the 'message' variable of the result for why)"
+    )
+    ds["status"][:2] = "converged"
+    ds["CLs_obs"][:2] = 0.5
+    ds["CLs_exp"][:2] = 0.5
+    with pytest.raises(InvalidOption, match=r"only 2 of the 36 points .* \(34 failed; see the"):
+        find_contours(ds, curves=("obs",))
+
+
+def test_collinear_points_give_a_short_message() -> None:
+    with pytest.raises(InvalidOption) as error:
+        interpolate(np.arange(5.0), np.arange(5.0), np.arange(5.0), level=1.0)
+    assert len(str(error.value)) < 120
+    assert "one line" in str(error.value)
