@@ -31,7 +31,9 @@ class PyhfDaskAccessor:
     """Post-processing of a computed result: ``ds.pyhf_dask.<method>(...)``.
 
     Every method forwards to :mod:`pyhf_dask.contours` or :mod:`pyhf_dask.plots` with the
-    Dataset as first argument; see those functions for the options.
+    Dataset as first argument; see those functions for the options. The plots return a
+    Figure that a notebook shows inline as it is (no ``%matplotlib inline`` needed);
+    :func:`pyhf_dask.figures.save_figure` writes it.
     """
 
     def __init__(self, ds: xr.Dataset) -> None:
@@ -51,11 +53,12 @@ class PyhfDaskAccessor:
         y: str | None = None,
         where: Mapping[str, SliceValue] | None = None,
         poi: float | None = None,
+        mix_slices: bool = False,
     ) -> Plane:
         """The points of one plane (:func:`pyhf_dask.contours.select_plane`)."""
         from pyhf_dask.contours import select_plane
 
-        return select_plane(self._ds, x=x, y=y, where=where, poi=poi)
+        return select_plane(self._ds, x=x, y=y, where=where, poi=poi, mix_slices=mix_slices)
 
     def contour(
         self,
@@ -69,6 +72,7 @@ class PyhfDaskAccessor:
         quantity: Quantity = "cls",
         how: Transform | None = None,
         resolution: int = 200,
+        mix_slices: bool = False,
     ) -> Contours:
         """Exclusion contours (:func:`pyhf_dask.contours.find_contours`).
 
@@ -88,6 +92,7 @@ class PyhfDaskAccessor:
             quantity=quantity,
             how=how,
             resolution=resolution,
+            mix_slices=mix_slices,
         )
 
     def plot_exclusion(self, **kwargs: Any) -> Figure:

@@ -1,10 +1,15 @@
 """Plots of a result Dataset: the exclusion contours and the CLs map.
 
-The plots of a POI scan (Brazil band, upper-limit map) are in :mod:`pyhf_dask.plots_poi`.
+The plots of a POI scan (Brazil band, upper-limit map) are in :mod:`pyhf_dask.plots_poi`;
+what they share (figures, labels, colours, :func:`save_figure`) in :mod:`pyhf_dask.figures`.
 
 matplotlib is an optional extra (``pip install 'pyhf_dask[plot]'``), imported when a plot is
-made. Every function draws on a new :class:`matplotlib.figure.Figure` (no pyplot state) or on
-the ``ax`` it is given, and returns the Figure; ``save_figure`` writes it (.png, .pdf, .svg).
+made. Every function draws on a new figure (no pyplot state) or on the ``ax`` it is given and
+returns the Figure, which a notebook shows inline; ``save_figure=`` (or
+:func:`save_figure`) writes it (.png, .pdf, .svg).
+
+Colours, the same in every plot: observed limit red and solid, expected limit blue and
+dashed, expected bands green (±1σ) and yellow (±2σ), as in the experiments' Brazil plots.
 
 Example:
     >>> import xarray as xr
@@ -16,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -33,96 +37,40 @@ from pyhf_dask.contours import (
     trace,
 )
 from pyhf_dask.exceptions import InvalidOption
+from pyhf_dask.figures import (
+    BAND_COLORS,
+    EXP_COLOR,
+    OBS_COLOR,
+    SYMBOLS,
+    analysis_text,
+    axis_label,
+    coordinate_text,
+    finish,
+    legend,
+    new_axes,
+    save_figure,
+    slice_text,
+    unit_of,
+)
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 __all__ = [
+    "BAND_COLORS",
     "SYMBOLS",
     "axis_label",
     "plot_cls_map",
     "plot_exclusion",
+    "save_figure",
     "unit_of",
 ]
 
 log = logging.getLogger(__name__)
 
-#: Symbols of common SUSY mass labels, used with ``symbols=True``.
-SYMBOLS = {
-    "msb": r"$m(\tilde{b}_1)$",
-    "mst": r"$m(\tilde{t}_1)$",
-    "mgl": r"$m(\tilde{g})$",
-    "msq": r"$m(\tilde{q})$",
-    "mn1": r"$m(\tilde{\chi}^0_1)$",
-    "mn2": r"$m(\tilde{\chi}^0_2)$",
-    "mc1": r"$m(\tilde{\chi}^\pm_1)$",
-    "mslep": r"$m(\tilde{\ell})$",
-}
-_MASS = re.compile(r"^m[a-z]*\d*$", re.IGNORECASE)
-_OBS_COLOR, _EXP_COLOR = "#cc0000", "#1f3a93"
-_BAND1_COLOR, _BAND2_COLOR = "#ffd700", "#9be39b"
-_LEGEND_ORDER = ("Observed", "Expected limit", r"1\sigma", r"2\sigma", "Fitted", "Failed")
-
-
-def _legend_rank(label: str) -> int:
-    ranks = [k for k, key in enumerate(_LEGEND_ORDER) if key in label]
-    return ranks[0] if ranks else len(_LEGEND_ORDER)
-
-
-def unit_of(name: str, ds: xr.Dataset | None = None) -> str | None:
-    """The unit of a grid coordinate: its ``units`` attribute, else GeV for mass-like names.
-
-    Example:
-        >>> unit_of("msb"), unit_of("scale")
-        ('GeV', None)
-    """
-    if ds is not None and name in ds.coords and ds[name].attrs.get("units"):
-        return str(ds[name].attrs["units"])
-    return "GeV" if _MASS.match(name) else None
-
-
-def axis_label(name: str, ds: xr.Dataset | None = None, *, symbols: bool = False) -> str:
-    """Axis label of a coordinate: its name (or symbol) and unit.
-
-    Example:
-        >>> axis_label("msb"), axis_label("msb", symbols=True)
-        ('msb [GeV]', '$m(\\\\tilde{b}_1)$ [GeV]')
-    """
-    text = SYMBOLS.get(name, name) if symbols else name
-    unit = unit_of(name, ds)
-    return f"{text} [{unit}]" if unit else text
-
-
-def _value_text(name: str, value: SliceValue, ds: xr.Dataset | None, symbols: bool) -> str:
-    text = SYMBOLS.get(name, name) if symbols else name
-    unit = unit_of(name, ds)
-    suffix = f" {unit}" if unit else ""
-    if isinstance(value, tuple):
-        return f"{value[0]:g} ≤ {text} ≤ {value[1]:g}{suffix}"
-    return f"{text} = {value:g}{suffix}"
-
-
-def _slice_text(plane: Plane, ds: xr.Dataset, symbols: bool) -> str:
-    return ", ".join(_value_text(k, v, ds, symbols) for k, v in plane.selection.items())
-
-
-def _new_axes(ax: Axes | None, *, figsize: tuple[float, float] = (6.4, 5.2)) -> Axes:
-    require("matplotlib", "plot")
-    if ax is not None:
-        return ax
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=figsize, layout="constrained").add_subplot()
-
-
-def _finish(ax: Axes, save_figure: str | os.PathLike[str] | None) -> Figure:
-    fig = ax.get_figure(root=True)
-    assert fig is not None
-    if save_figure is not None:
-        fig.savefig(save_figure, dpi=150)
-        log.info("wrote %s", save_figure)
-    return fig
+#: Margin around the points, as a fraction of their span: the axes are fitted to the points.
+_MARGIN = 0.03
 
 
 def _mark_points(ax: Axes, plane: Plane, *, label: bool = True) -> None:
@@ -150,23 +98,16 @@ def _mark_points(ax: Axes, plane: Plane, *, label: bool = True) -> None:
         )
 
 
-def _band(
-    ax: Axes,
-    plane: Plane,
-    low: str,
-    high: str,
-    *,
-    cl: float,
-    resolution: int,
-    color: str,
-    label: str,
-) -> None:
-    """Fill where the ``low`` member excludes and the ``high`` member does not."""
-    lower = plane_mesh(plane, low, cl=cl, resolution=resolution)
-    upper = plane_mesh(plane, high, cl=cl, resolution=resolution)
+def _band(ax: Axes, plane: Plane, sigma: int, *, cl: float, resolution: int) -> None:
+    """Fill where the ``-sigma`` member excludes and the ``+sigma`` member does not."""
+    lower = plane_mesh(plane, f"exp-{sigma}", cl=cl, resolution=resolution)
+    upper = plane_mesh(plane, f"exp+{sigma}", cl=cl, resolution=resolution)
     inside = np.fmin(lower.z - lower.level, upper.level - upper.z)
     top = np.nanmax(inside) if np.isfinite(inside).any() else np.nan
+    color = BAND_COLORS[sigma]
+    label = rf"Expected $\pm {sigma}\sigma$"
     if not top > 0:
+        ax.fill_between([], [], color=color, label=label)  # an empty band: still in the legend
         return
     ax.contourf(
         lower.x,
@@ -177,6 +118,11 @@ def _band(
         zorder=1,
     )
     ax.fill_between([], [], color=color, label=label)  # legend entry
+
+
+def _lines(ax: Axes, lines: list[np.ndarray], label: str, **style: Any) -> None:
+    for k, line in enumerate(lines):
+        ax.plot(line[:, 0], line[:, 1], zorder=3, label=label if k == 0 else None, **style)
 
 
 def plot_exclusion(
@@ -193,77 +139,51 @@ def plot_exclusion(
     xlabel: str | None = None,
     ylabel: str | None = None,
     title: str | None = None,
+    label: str | None = None,
+    energy: float | None = None,
+    lumi: float | None = None,
+    kinematic_limit: float | None = None,
+    mix_slices: bool = False,
     resolution: int = 200,
     ax: Axes | None = None,
     save_figure: str | os.PathLike[str] | None = None,
 ) -> Figure:
-    """The exclusion plot: observed line, expected line, ±1 sigma band, the points.
+    """The exclusion plot: observed line, expected line, its bands, the points.
 
     The contours are those of :func:`pyhf_dask.contours.find_contours` (significance transform,
-    Delaunay interpolation, contourpy); the band is the region where the -1 sigma member
-    excludes and the +1 sigma member does not.
+    Delaunay interpolation, contourpy); the ±1σ band (green) is the region where the -1σ
+    member excludes and the +1σ member does not, the ±2σ band (yellow) likewise. The axes
+    span the points (3 % margin).
 
     Args:
         ds: a computed result Dataset.
-        x, y, where, poi: the plane (default: first two labels, the slice holding most points).
+        x, y, where, poi, mix_slices: the plane (default: first two labels, the slice holding
+            most points), as in :func:`pyhf_dask.planes.select_plane`.
         cl: confidence level (default: the result's ``cl``).
-        band2: also draw the ±2 sigma band.
+        band2: also draw the ±2σ band.
         show_points: mark the fitted (and failed) points.
         symbols: label the axes with SUSY symbols (``m(b̃₁)``) instead of the names.
         xlabel, ylabel, title: override the default texts.
+        label, energy, lumi: the analysis label at the head of the legend: a text, √s in
+            TeV and the integrated luminosity in fb⁻¹.
+        kinematic_limit: draw the line ``y = x - kinematic_limit`` (0: ``m(χ̃⁰₂) = m(b̃₁)``
+            in the sbottom plane), beyond which decays are closed.
         resolution: interpolation mesh nodes per axis.
         ax: draw on these axes instead of a new figure.
         save_figure: path to write the figure to.
 
     Example:
-        >>> fig = plot_exclusion(ds, where={"mn1": 60})  # doctest: +SKIP
+        >>> fig = plot_exclusion(ds, where={"mn1": 60}, energy=13, lumi=139)  # doctest: +SKIP
     """
     cl = resolve_cl(ds, cl)
-    plane = select_plane(ds, x=x, y=y, where=where, poi=poi)
-    curves = ("obs", "exp", "exp-1", "exp+1", "exp-2", "exp+2") if band2 else ("obs", "exp")
-    found = trace(plane, curves=curves, cl=cl, resolution=resolution)
-    ax = _new_axes(ax)
-    if band2:
-        _band(
-            ax,
-            plane,
-            "exp-2",
-            "exp+2",
-            cl=cl,
-            resolution=resolution,
-            color=_BAND2_COLOR,
-            label=r"Expected $\pm 2\sigma$",
-        )
-    _band(
-        ax,
-        plane,
-        "exp-1",
-        "exp+1",
-        cl=cl,
-        resolution=resolution,
-        color=_BAND1_COLOR,
-        label=r"Expected $\pm 1\sigma$",
-    )
-    for k, line in enumerate(found.get("exp").lines):
-        ax.plot(
-            line[:, 0],
-            line[:, 1],
-            color=_EXP_COLOR,
-            ls="--",
-            lw=2.0,
-            zorder=3,
-            label="Expected limit" if k == 0 else None,
-        )
-    for k, line in enumerate(found.get("obs").lines):
-        ax.plot(
-            line[:, 0],
-            line[:, 1],
-            color=_OBS_COLOR,
-            ls="-",
-            lw=2.5,
-            zorder=3,
-            label=f"Observed limit ({cl:.0%} CL)" if k == 0 else None,
-        )
+    plane = select_plane(ds, x=x, y=y, where=where, poi=poi, mix_slices=mix_slices)
+    found = trace(plane, curves=("obs", "exp"), cl=cl, resolution=resolution)
+    ax = new_axes(ax)
+    for sigma in (2, 1) if band2 else (1,):
+        _band(ax, plane, sigma, cl=cl, resolution=resolution)
+    _lines(ax, found.get("exp").lines, "Expected limit", color=EXP_COLOR, ls="--", lw=2.0)
+    observed = f"Observed limit ({cl:.0%} CL)"
+    _lines(ax, found.get("obs").lines, observed, color=OBS_COLOR, ls="-", lw=2.5)
     if show_points:
         _mark_points(ax, plane)
     _dress_plane(
@@ -275,17 +195,10 @@ def plot_exclusion(
         title=title,
         xlabel=xlabel,
         ylabel=ylabel,
+        kinematic_limit=kinematic_limit,
     )
-    handles, labels = ax.get_legend_handles_labels()
-    order = sorted(range(len(labels)), key=lambda i: _legend_rank(labels[i]))
-    ax.legend(
-        [handles[i] for i in order],
-        [labels[i] for i in order],
-        loc="upper left",
-        frameon=False,
-        fontsize=9,
-    )
-    return _finish(ax, save_figure)
+    legend(ax, title=analysis_text(label, energy=energy, lumi=lumi))
+    return finish(ax, save_figure)
 
 
 def _dress_plane(
@@ -298,23 +211,47 @@ def _dress_plane(
     title: str | None = None,
     xlabel: str | None = None,
     ylabel: str | None = None,
+    kinematic_limit: float | None = None,
 ) -> None:
-    """Axis labels, a title naming the slice (unless ``title`` is given), padded limits."""
+    """Axis labels, a title naming the slice (unless ``title`` is given), limits, the
+    kinematic limit."""
     ax.set_xlabel(xlabel or axis_label(plane.x_name, ds, symbols=symbols))
     ax.set_ylabel(ylabel or axis_label(plane.y_name, ds, symbols=symbols))
     if title is None:
         title = base_title
         if plane.selection:
-            title += f", {_slice_text(plane, ds, symbols)}"
+            title += f", {slice_text(plane, ds, symbols)}"
     ax.set_title(title, fontsize=11)
-    _pad(ax, plane)
+    _fit_axes(ax, plane)
+    if kinematic_limit is not None:
+        _kinematic_line(ax, plane, float(kinematic_limit), ds, symbols)
 
 
-def _pad(ax: Axes, plane: Plane) -> None:
-    span_x = np.ptp(plane.x) or 1.0
-    span_y = np.ptp(plane.y) or 1.0
-    ax.set_xlim(plane.x.min() - 0.03 * span_x, plane.x.max() + 0.03 * span_x)
-    ax.set_ylim(plane.y.min() - 0.03 * span_y, plane.y.max() + 0.25 * span_y)  # room for legend
+def _fit_axes(ax: Axes, plane: Plane) -> None:
+    """Axis limits that span the points of the plane, with a small margin."""
+    for points, setter in ((plane.x, ax.set_xlim), (plane.y, ax.set_ylim)):
+        span = float(np.ptp(points)) or 1.0
+        setter(points.min() - _MARGIN * span, points.max() + _MARGIN * span)
+
+
+def _kinematic_line(ax: Axes, plane: Plane, offset: float, ds: xr.Dataset, symbols: bool) -> None:
+    """The line ``y = x - offset`` across the axes, e.g. m(χ̃⁰₂) = m(b̃₁) for offset 0."""
+    xs = np.array(ax.get_xlim())
+    unit = unit_of(plane.x_name, ds)
+    shift = f" − {offset:g}{' ' + unit if unit else ''}" if offset else ""
+    y_text = coordinate_text(plane.y_name, symbols=symbols)
+    x_text = coordinate_text(plane.x_name, symbols=symbols)
+    ax.plot(
+        xs,
+        xs - offset,
+        color="0.4",
+        ls=(0, (5, 2, 1, 2)),
+        lw=1.2,
+        zorder=2,
+        scalex=False,
+        scaley=False,
+        label=f"Kinematic limit {y_text} = {x_text}{shift}",
+    )
 
 
 def _colour_points(
@@ -360,38 +297,38 @@ def plot_cls_map(
     cl: float | None = None,
     poi: float | None = None,
     symbols: bool = False,
+    label: str | None = None,
+    energy: float | None = None,
+    lumi: float | None = None,
+    kinematic_limit: float | None = None,
+    mix_slices: bool = False,
     resolution: int = 200,
     ax: Axes | None = None,
     save_figure: str | os.PathLike[str] | None = None,
 ) -> Figure:
     """CLs per point as colour (log scale), with the ``CLs = 1 - cl`` line of the same curve.
 
+    Options as in :func:`plot_exclusion`; ``curve`` is one of ``obs``, ``exp``, ``exp-1``,
+    ``exp+1``, ``exp-2``, ``exp+2``.
+
     Example:
         >>> fig = plot_cls_map(ds, curve="exp")  # doctest: +SKIP
     """
     mpl = require("matplotlib", "plot")
     cl = resolve_cl(ds, cl)
-    plane = select_plane(ds, x=x, y=y, where=where, poi=poi)
+    plane = select_plane(ds, x=x, y=y, where=where, poi=poi, mix_slices=mix_slices)
     if curve not in plane.values:
         msg = f"unknown curve {curve!r} (choose from: {', '.join(plane.values)})"
         raise InvalidOption(msg)
-    ax = _new_axes(ax)
+    found = trace(plane, curves=(curve,), cl=cl, resolution=resolution)
+    ax = new_axes(ax)
     ok = plane.usable(curve)
     values = np.clip(plane.values[curve][ok], 1e-4, 1.0)
     norm = mpl.colors.LogNorm(vmin=min(1e-3, values.min(initial=1.0)), vmax=1.0)
     mappable = _colour_points(ax, plane, ok, values, norm, "viridis_r", "Failed fits")
-    found = trace(plane, curves=(curve,), cl=cl, resolution=resolution)
-    for k, line in enumerate(found.contours[0].lines):
-        ax.plot(
-            line[:, 0],
-            line[:, 1],
-            color=_OBS_COLOR,
-            lw=2.0,
-            zorder=3,
-            label=f"CLs = {1 - cl:.2g}" if k == 0 else None,
-        )
+    _lines(ax, found.contours[0].lines, f"CLs = {1 - cl:.2g}", color=OBS_COLOR, lw=2.0)
     name = "observed" if curve == "obs" else f"expected ({curve})"
     ax.get_figure(root=True).colorbar(mappable, ax=ax, label=f"CLs, {name}")  # type: ignore[union-attr]
-    _dress_plane(ax, plane, ds, f"CLs {name}", symbols=symbols)
-    ax.legend(loc="upper left", frameon=False, fontsize=9)
-    return _finish(ax, save_figure)
+    _dress_plane(ax, plane, ds, f"CLs {name}", symbols=symbols, kinematic_limit=kinematic_limit)
+    legend(ax, title=analysis_text(label, energy=energy, lumi=lumi))
+    return finish(ax, save_figure)

@@ -1,7 +1,8 @@
 """Plots of a POI scan: the Brazil band of one point and the map of upper limits.
 
-Like :mod:`pyhf_dask.plots`, every function returns a :class:`matplotlib.figure.Figure` and
-needs the ``plot`` extra.
+Like :mod:`pyhf_dask.plots`, every function returns a :class:`matplotlib.figure.Figure`
+(shown inline in a notebook) and needs the ``plot`` extra. The Brazil band has the colours
+of every plot here, the experiments' convention: green ±1σ, yellow ±2σ.
 
 Example:
     >>> import xarray as xr
@@ -21,15 +22,18 @@ import xarray as xr
 from pyhf_dask._optional import require
 from pyhf_dask.contours import SliceValue, resolve_cl, select_plane, trace
 from pyhf_dask.exceptions import InvalidOption
-from pyhf_dask.plots import (
-    _BAND1_COLOR,
-    _EXP_COLOR,
-    _OBS_COLOR,
-    _colour_points,
-    _dress_plane,
-    _finish,
-    _new_axes,
+from pyhf_dask.figures import (
+    BAND_COLORS,
+    EXP_COLOR,
+    OBS_COLOR,
+    analysis_text,
+    finish,
+    legend,
+    new_axes,
+    poi_label,
+    poi_symbol,
 )
+from pyhf_dask.plots import _colour_points, _dress_plane
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -58,16 +62,28 @@ def plot_brazil(
     point: int | str = 0,
     cl: float | None = None,
     log_y: bool = False,
+    xlabel: str | None = None,
+    label: str | None = None,
+    energy: float | None = None,
+    lumi: float | None = None,
     ax: Axes | None = None,
     save_figure: str | os.PathLike[str] | None = None,
 ) -> Figure:
     """The Brazil band of one point of a POI scan: CLs against the POI, upper limits marked.
+
+    The expected CLs is dashed, with its ±1σ band green and ±2σ band yellow; the observed CLs
+    is black with markers; the vertical lines are the observed and expected upper limits.
 
     Args:
         ds: a computed result with a ``poi`` dimension.
         point: index or patch name of the point.
         cl: confidence level of the horizontal line (default: the result's ``cl``).
         log_y: logarithmic CLs axis.
+        xlabel: the POI axis label (default: the POI's symbol and name, e.g.
+            ``Signal strength μ_SIG (mu_SIG)``).
+        label, energy, lumi: the analysis label at the head of the legend.
+        ax: draw on these axes instead of a new figure.
+        save_figure: path to write the figure to.
 
     Example:
         >>> fig = plot_brazil(ds, point="sbottom_1300_205_60")  # doctest: +SKIP
@@ -84,32 +100,37 @@ def plot_brazil(
         int(b): np.asarray(one["CLs_exp"].sel(band=b).values, dtype=float)
         for b in ds["band"].values
     }
-    ax = _new_axes(ax)
-    ax.fill_between(mu, exp[-2], exp[2], color=_BAND1_COLOR, label=r"Expected $\pm 2\sigma$")
-    ax.fill_between(mu, exp[-1], exp[1], color="#00cc00", label=r"Expected $\pm 1\sigma$")
+    ax = new_axes(ax)
+    for sigma in (2, 1):
+        ax.fill_between(
+            mu,
+            exp[-sigma],
+            exp[sigma],
+            color=BAND_COLORS[sigma],
+            lw=0,
+            label=rf"Expected $\pm {sigma}\sigma$",
+        )
     ax.plot(mu, exp[0], color="black", ls="--", label="Expected CLs")
     ax.plot(mu, obs, color="black", marker="o", ms=4, label="Observed CLs")
-    ax.axhline(1 - cl, color=_OBS_COLOR, lw=1.5, label=f"CLs = {1 - cl:.2g}")
+    ax.axhline(1 - cl, color=OBS_COLOR, lw=1.5, label=f"CLs = {1 - cl:.2g}")
     if "upper_limit_obs" in one:
         limit = float(one["upper_limit_obs"].values)
         expected = float(one["upper_limit_exp"].sel(band=0).values)
         if np.isfinite(limit):
-            ax.axvline(
-                limit, color=_OBS_COLOR, ls=":", lw=1.5, label=f"Observed limit: {limit:.3g}"
-            )
+            ax.axvline(limit, color=OBS_COLOR, ls=":", lw=1.5, label=f"Observed limit: {limit:.3g}")
         if np.isfinite(expected):
             ax.axvline(
                 expected, color="0.3", ls=":", lw=1.5, label=f"Expected limit: {expected:.3g}"
             )
     if log_y:
         ax.set_yscale("log")
-    ax.set_xlabel(str(ds.attrs.get("poi_name") or "POI"))
+    ax.set_xlabel(xlabel or poi_label(ds))
     ax.set_ylabel("CLs")
     name = str(one["patch"].values) if "patch" in one.coords else f"point {index}"
     ax.set_title(f"{name}: upper limit at {cl:.0%} CL", fontsize=11)
     ax.set_xlim(mu.min(), mu.max())
-    ax.legend(loc="upper right", frameon=False, fontsize=9)
-    return _finish(ax, save_figure)
+    legend(ax, title=analysis_text(label, energy=energy, lumi=lumi), loc="upper right", frame=True)
+    return finish(ax, save_figure)
 
 
 def plot_upper_limits(
@@ -119,37 +140,51 @@ def plot_upper_limits(
     y: str | None = None,
     where: Mapping[str, SliceValue] | None = None,
     symbols: bool = False,
+    label: str | None = None,
+    energy: float | None = None,
+    lumi: float | None = None,
+    kinematic_limit: float | None = None,
+    mix_slices: bool = False,
     resolution: int = 200,
     ax: Axes | None = None,
     save_figure: str | os.PathLike[str] | None = None,
 ) -> Figure:
     """Map of the observed upper limit on the POI per point, with the lines where it is 1.
 
+    Options as in :func:`pyhf_dask.plots.plot_exclusion`.
+
     Example:
         >>> fig = plot_upper_limits(ds)  # doctest: +SKIP
     """
     mpl = require("matplotlib", "plot")
-    plane = select_plane(ds, x=x, y=y, where=where, quantity="upper_limit")
+    plane = select_plane(ds, x=x, y=y, where=where, quantity="upper_limit", mix_slices=mix_slices)
     cl = resolve_cl(ds, None)
-    ax = _new_axes(ax)
-    ok = plane.usable("obs") & (plane.values["obs"] > 0)
-    limits = plane.values["obs"][ok]
-    mappable = _colour_points(ax, plane, ok, limits, mpl.colors.LogNorm(), "viridis", "No limit")
     found = trace(
         plane, curves=("obs", "exp"), cl=cl, quantity="upper_limit", resolution=resolution
     )
+    ax = new_axes(ax)
+    ok = plane.usable("obs") & (plane.values["obs"] > 0)
+    limits = plane.values["obs"][ok]
+    mappable = _colour_points(ax, plane, ok, limits, mpl.colors.LogNorm(), "viridis", "No limit")
     styles: dict[str, dict[str, Any]] = {
-        "obs": {"color": _OBS_COLOR, "ls": "-", "label": "Observed limit = 1"},
-        "exp": {"color": _EXP_COLOR, "ls": "--", "label": "Expected limit = 1"},
+        "obs": {"color": OBS_COLOR, "ls": "-", "label": "Observed limit = 1"},
+        "exp": {"color": EXP_COLOR, "ls": "--", "label": "Expected limit = 1"},
     }
     for contour in found.contours:
         style = dict(styles[contour.curve])
         for line in contour.lines:
             ax.plot(line[:, 0], line[:, 1], lw=2.0, zorder=3, **style)
             style["label"] = None
-    poi_name = str(ds.attrs.get("poi_name") or "POI")
     fig = ax.get_figure(root=True)
-    fig.colorbar(mappable, ax=ax, label=f"Observed {cl:.0%} CL upper limit on {poi_name}")  # type: ignore[union-attr]
-    _dress_plane(ax, plane, ds, f"Upper limits on {poi_name}", symbols=symbols)
-    ax.legend(loc="upper left", frameon=False, fontsize=9)
-    return _finish(ax, save_figure)
+    label_text = f"Observed {cl:.0%} CL upper limit on {poi_symbol(ds)}"
+    fig.colorbar(mappable, ax=ax, label=label_text)  # type: ignore[union-attr]
+    _dress_plane(
+        ax,
+        plane,
+        ds,
+        f"Upper limits on {ds.attrs.get('poi_name') or 'the POI'!s}",
+        symbols=symbols,
+        kinematic_limit=kinematic_limit,
+    )
+    legend(ax, title=analysis_text(label, energy=energy, lumi=lumi))
+    return finish(ax, save_figure)

@@ -148,15 +148,16 @@ def test_brazil_band_of_a_real_poi_scan(poi_scan: xr.Dataset) -> None:
     limit = float(poi_scan.upper_limit_obs.sel(point=poi_scan.patch == name).values[0])
     assert 1.0 < limit < 3.0  # CLs(mu = 1) = 0.244: not excluded at mu = 1
     texts = legend_texts(fig)
-    assert texts[:2] == [r"Expected $\pm 2\sigma$", r"Expected $\pm 1\sigma$"]
-    assert "Observed CLs" in texts
+    assert texts[:2] == ["Observed CLs", f"Observed limit: {limit:.3g}"]
+    assert texts.index(r"Expected $\pm 1\sigma$") < texts.index(r"Expected $\pm 2\sigma$")
     assert "CLs = 0.05" in texts
     assert f"Observed limit: {limit:.3g}" in texts
     vertical = [
         line for line in ax.get_lines() if str(line.get_label()).startswith("Observed limit")
     ]
     assert np.asarray(vertical[0].get_xdata())[0] == pytest.approx(limit)
-    assert ax.get_xlabel() == poi_scan.attrs["poi_name"]
+    assert ax.get_xlabel() == r"Signal strength $\mu_{\mathrm{SIG}}$ (mu_SIG)"
+    assert poi_scan.attrs["poi_name"] == "mu_SIG"
     assert ax.get_ylabel() == "CLs"
     assert name in ax.get_title()
     with pytest.raises(InvalidOption, match="no point named"):
@@ -172,7 +173,7 @@ def test_upper_limit_map() -> None:
     ds = synthetic_poi_scan()
     fig = plots_poi.plot_upper_limits(ds)
     ax, colorbar = fig.axes
-    assert "upper limit on mu_SIG" in colorbar.get_ylabel()
+    assert colorbar.get_ylabel() == r"Observed 95% CL upper limit on $\mu_{\mathrm{SIG}}$"
     assert legend_texts(fig) == ["Observed limit = 1", "Expected limit = 1"]
     line = np.asarray(ax.get_lines()[0].get_xydata())
     assert np.all(np.abs(np.hypot(line[:, 0], line[:, 1]) - 500.0) < 100.0)
@@ -195,3 +196,84 @@ def test_missing_matplotlib_names_the_extra(
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(MissingDependency, match=r"pyhf_dask\[plot\]"):
         plots.plot_exclusion(region_a)
+
+
+def _band_colours(ax: object) -> dict[str, tuple[float, ...]]:
+    """Legend label -> face colour of the band entries."""
+    legend = ax.get_legend()  # type: ignore[attr-defined]
+    return {
+        text.get_text(): tuple(handle.get_facecolor()[:3])
+        for text, handle in zip(legend.get_texts(), legend.legend_handles, strict=True)
+        if "sigma" in text.get_text()
+    }
+
+
+def test_one_band_colour_convention_green_1sigma_yellow_2sigma(
+    region_a: xr.Dataset, poi_scan: xr.Dataset
+) -> None:
+    to_rgb = matplotlib.colors.to_rgb
+    green, yellow = to_rgb(plots.BAND_COLORS[1]), to_rgb(plots.BAND_COLORS[2])
+    assert green[1] > 0.7 > green[0]  # green
+    assert yellow[0] > 0.9 and yellow[1] > 0.8 and yellow[2] < 0.2  # yellow
+    expected = {r"Expected $\pm 1\sigma$": green, r"Expected $\pm 2\sigma$": yellow}
+    exclusion = plots.plot_exclusion(region_a, band2=True)
+    brazil = plots_poi.plot_brazil(poi_scan, point="sbottom_1300_205_60")
+    for fig in (exclusion, brazil):
+        colours = _band_colours(fig.axes[0])
+        assert set(colours) == set(expected)
+        for name, colour in expected.items():
+            assert colours[name] == pytest.approx(colour)
+    # the filled bands themselves (not only their legend entries) have these colours
+    contour_sets = [c for c in exclusion.axes[0].collections if "ContourSet" in type(c).__name__]
+    filled = {tuple(np.round(c.get_facecolor()[0][:3], 3)) for c in contour_sets}
+    assert filled == {tuple(np.round(green, 3)), tuple(np.round(yellow, 3))}
+
+
+def test_axes_are_fitted_to_the_points(region_a: xr.Dataset) -> None:
+    ax = plots.plot_exclusion(region_a).axes[0]
+    plane = region_a.pyhf_dask.plane()
+    for points, (low, high) in ((plane.x, ax.get_xlim()), (plane.y, ax.get_ylim())):
+        span = np.ptp(points)
+        assert points.min() - 0.05 * span <= low < points.min()
+        assert points.max() < high <= points.max() + 0.05 * span
+
+
+def test_analysis_label_and_kinematic_limit(region_a: xr.Dataset) -> None:
+    fig = plots.plot_exclusion(
+        region_a, symbols=True, label="ATLAS sbottom", energy=13, lumi=139, kinematic_limit=0
+    )
+    ax = fig.axes[0]
+    legend = ax.get_legend()
+    assert legend.get_title().get_text() == "ATLAS sbottom\n$\\sqrt{s}$ = 13 TeV, 139 fb$^{-1}$"
+    texts = legend_texts(fig)
+    kinematic = r"Kinematic limit $m(\tilde{\chi}^0_2)$ = $m(\tilde{b}_1)$"
+    assert kinematic in texts
+    line = next(ln for ln in ax.get_lines() if ln.get_label() == kinematic)
+    xs, ys = (np.asarray(v, dtype=float) for v in line.get_data())
+    np.testing.assert_allclose(ys, xs)  # m(chi2) = m(b1)
+    assert tuple(xs) == ax.get_xlim()
+    shifted = plots.plot_cls_map(region_a, kinematic_limit=130.0).axes[0]
+    line = next(ln for ln in shifted.get_lines() if "Kinematic" in str(ln.get_label()))
+    xs, ys = (np.asarray(v, dtype=float) for v in line.get_data())
+    np.testing.assert_allclose(ys, xs - 130.0)
+    assert str(line.get_label()) == "Kinematic limit mn2 = msb − 130 GeV"
+
+
+def test_figures_render_inline_in_jupyter(region_a: xr.Dataset, poi_scan: xr.Dataset) -> None:
+    formatters = pytest.importorskip("IPython.core.formatters")
+    figures = [
+        plots.plot_exclusion(region_a),
+        plots.plot_cls_map(region_a),
+        plots_poi.plot_brazil(poi_scan),
+        plots_poi.plot_upper_limits(synthetic_poi_scan()),
+    ]
+    for fig in figures:
+        data, _ = formatters.DisplayFormatter().format(fig)
+        assert data["image/png"][:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_save_figure_creates_the_folder(region_a: xr.Dataset, tmp_path: Path) -> None:
+    fig = plots.plot_exclusion(region_a)
+    path = plots.save_figure(fig, tmp_path / "figures" / "exclusion.pdf")
+    assert path == tmp_path / "figures" / "exclusion.pdf"
+    assert path.read_bytes()[:5] == b"%PDF-"
