@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import xarray as xr
 from click.testing import CliRunner
 
 from pyhf_dask.cli import main
@@ -113,3 +115,66 @@ def test_registered_commands_print_one_line_errors(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["contour", REGION_A, "--where", "mn1=7"])
     assert result.exit_code == 2
     assert "Error [option]: no points in the slice" in result.output
+
+
+def _one_line_error(result: object) -> str:
+    output = result.output  # type: ignore[attr-defined]
+    assert result.exit_code == 2, output  # type: ignore[attr-defined]
+    lines = output.strip().splitlines()
+    assert len(lines) == 1, output
+    assert "Traceback" not in output
+    return lines[0]
+
+
+def test_a_slice_that_is_a_line_is_one_line_listing_the_planes(tmp_path: Path) -> None:
+    out = str(tmp_path / "x.png")
+    line = _one_line_error(
+        CliRunner().invoke(main, ["plot", REGION_A, "-o", out, "--where", "mn1=100"])
+    )
+    assert line == (
+        "Error [option]: the slice mn1 = 100 holds 10 points on a line of the msb-mn2 plane, "
+        "not a 2-D grid; slices of msb-mn2 with a 2-D grid: mn1 = 60 (130 points), "
+        "mn1 = 500 (6 points)"
+    )
+    assert not Path(out).exists()
+
+
+def test_a_range_across_slices_is_refused_unless_asked_for(tmp_path: Path) -> None:
+    out = tmp_path / "x.png"
+    args = ["plot", REGION_A, "-o", str(out), "--where", "mn1=0:700"]
+    line = _one_line_error(CliRunner().invoke(main, args))
+    assert line.startswith("Error [option]: the range mn1 = 0:700 mixes 21 slices")
+    assert "--where mn1=60" in line and "--mix-slices" in line
+    result = CliRunner().invoke(main, [*args, "--mix-slices"])
+    assert result.exit_code == 0, result.output
+    assert out.exists()
+
+
+def test_an_all_failed_result_says_so(tmp_path: Path) -> None:
+    with xr.open_dataset(REGION_A) as opened:
+        ds = opened.load()
+    ds["status"][:] = "failed"
+    ds["CLs_obs"][:] = np.nan
+    ds["CLs_exp"][:] = np.nan
+    failed = tmp_path / "failed.nc"
+    ds.to_netcdf(failed)
+    for command in (["plot", str(failed), "-o", str(tmp_path / "x.png")], ["contour", str(failed)]):
+        line = _one_line_error(CliRunner().invoke(main, command))
+        assert line == (
+            "Error [option]: all the 130 points of the msb-mn2 plane at mn1 = 60 failed: "
+            "nothing to draw (see the 'message' variable of the result for why)"
+        )
+
+
+def test_analysis_label_and_kinematic_limit_options(tmp_path: Path) -> None:
+    out = tmp_path / "labelled.png"
+    args = ["--label", "sbottom", "--energy", "13", "--lumi", "139", "--kinematic-limit", "0"]
+    result = CliRunner().invoke(main, ["plot", REGION_A, "-o", str(out), "--band2", *args])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    brazil = tmp_path / "brazil.png"
+    result = CliRunner().invoke(
+        main, ["plot", POI_SCAN, "-o", str(brazil), "--kind", "brazil", *args[:6]]
+    )
+    assert result.exit_code == 0, result.output
+    assert brazil.exists()

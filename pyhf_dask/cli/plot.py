@@ -90,6 +90,12 @@ def _plane_options(func: Any) -> Any:
             "[default: the slice holding the most points].",
         ),
         click.option(
+            "--mix-slices",
+            is_flag=True,
+            help="Accept a --where range that holds several values of its coordinate (points "
+            "of several slices in one plane) [default: refused].",
+        ),
+        click.option(
             "--cl", type=float, default=None, help="Confidence level [default: the result's, 0.95]."
         ),
         click.option(
@@ -142,6 +148,20 @@ def _plane_options(func: Any) -> Any:
     help="Point of a Brazil band: patch name or index [default: 0].",
 )
 @click.option("--title", default=None, help="Title of an exclusion plot.")
+@click.option("--label", default=None, help="Analysis label at the head of the legend.")
+@click.option(
+    "--energy", type=float, default=None, metavar="TEV", help="Centre-of-mass energy, in TeV."
+)
+@click.option(
+    "--lumi", type=float, default=None, metavar="IFB", help="Integrated luminosity, in fb⁻¹."
+)
+@click.option(
+    "--kinematic-limit",
+    type=float,
+    default=None,
+    metavar="OFFSET",
+    help="Draw the line y = x - OFFSET (0 for m(χ̃⁰₂) = m(b̃₁) in the sbottom plane).",
+)
 def plot(
     results: Path,
     output: Path,
@@ -149,6 +169,7 @@ def plot(
     x: str | None,
     y: str | None,
     where: tuple[str, ...],
+    mix_slices: bool,
     cl: float | None,
     poi: float | None,
     band2: bool,
@@ -157,46 +178,49 @@ def plot(
     curve: str,
     point: str,
     title: str | None,
+    label: str | None,
+    energy: float | None,
+    lumi: float | None,
+    kinematic_limit: float | None,
 ) -> None:
-    """Draw an exclusion plot (or another plot) of RESULTS.nc into a figure file."""
+    """Draw an exclusion plot (or another plot) of RESULTS.nc into a figure file.
+
+    Bands have the same colours in every plot: green ±1σ, yellow ±2σ.
+    """
     from pyhf_dask import plots, plots_poi
 
     if output.suffix.lower() not in _FIGURE_SUFFIXES:
         msg = f"{output}: figure file must end in {', '.join(_FIGURE_SUFFIXES)}"
         raise InvalidOption(msg)
     ds = open_result(results)
-    slice_ = parse_where(where)
+    heading: dict[str, Any] = {"label": label, "energy": energy, "lumi": lumi}
+    plane: dict[str, Any] = {
+        "x": x,
+        "y": y,
+        "where": parse_where(where),
+        "mix_slices": mix_slices,
+        "symbols": symbols,
+        "kinematic_limit": kinematic_limit,
+        **heading,
+    }
     if kind == "exclusion":
         plots.plot_exclusion(
             ds,
-            x=x,
-            y=y,
-            where=slice_,
             cl=cl,
             poi=poi,
             band2=band2,
             show_points=points,
-            symbols=symbols,
             title=title,
             save_figure=output,
+            **plane,
         )
     elif kind == "cls":
-        plots.plot_cls_map(
-            ds,
-            curve=curve,
-            x=x,
-            y=y,
-            where=slice_,
-            cl=cl,
-            poi=poi,
-            symbols=symbols,
-            save_figure=output,
-        )
+        plots.plot_cls_map(ds, curve=curve, cl=cl, poi=poi, save_figure=output, **plane)
     elif kind == "brazil":
         which: int | str = int(point) if point.lstrip("-").isdigit() else point
-        plots_poi.plot_brazil(ds, point=which, cl=cl, save_figure=output)
+        plots_poi.plot_brazil(ds, point=which, cl=cl, save_figure=output, **heading)
     else:
-        plots_poi.plot_upper_limits(ds, x=x, y=y, where=slice_, symbols=symbols, save_figure=output)
+        plots_poi.plot_upper_limits(ds, save_figure=output, **plane)
     click.echo(f"wrote {output}")
 
 
@@ -235,6 +259,7 @@ def contour(
     x: str | None,
     y: str | None,
     where: tuple[str, ...],
+    mix_slices: bool,
     cl: float | None,
     poi: float | None,
     curves: tuple[str, ...],
@@ -253,6 +278,7 @@ def contour(
         x=x,
         y=y,
         where=parse_where(where),
+        mix_slices=mix_slices,
         cl=cl,
         poi=poi,
         curves=curves or CURVES,
