@@ -84,10 +84,14 @@ def make_options(
         test_stat=_choice(config.resolve(test_stat, "test-stat"), TEST_STATS, "test statistic"),
         calctype=_choice(config.resolve(calctype, "calctype"), CALCTYPES, "calculator"),
         normsys_interpcode=_choice(
-            normsys_interpcode or "code1", NORMSYS_CODES, "normsys interpolation code"
+            config.resolve(normsys_interpcode, "normsys-interpcode"),
+            NORMSYS_CODES,
+            "normsys interpolation code",
         ),
         histosys_interpcode=_choice(
-            histosys_interpcode or "code0", HISTOSYS_CODES, "histosys interpolation code"
+            config.resolve(histosys_interpcode, "histosys-interpcode"),
+            HISTOSYS_CODES,
+            "histosys interpolation code",
         ),
         measurement=measurement,
         gradient_tolerance=float(config.get("gradient-tolerance")),
@@ -123,8 +127,10 @@ def scan(
         test_stat: ``"qtilde"`` (default) or ``"q"``.
         kernel: ``"pyhf"``, ``"jax"`` or ``"auto"`` (JAX when installed).
         chunk_size: points per task (default: chosen from the kernel and grid size).
-        normsys_interpcode: ``"code1"`` (pyhf's default) or ``"code4"``.
-        histosys_interpcode: ``"code0"`` (pyhf's default), ``"code2"`` or ``"code4p"``.
+        normsys_interpcode: ``"code4"`` (pyhf's ``Model()`` default) or ``"code1"``;
+            ``None``: the ``pyhf-dask.normsys-interpcode`` setting.
+        histosys_interpcode: ``"code4p"`` (pyhf's ``Model()`` default), ``"code0"`` or
+            ``"code2"``; ``None``: the ``pyhf-dask.histosys-interpcode`` setting.
         calctype: ``"asymptotics"``.
         measurement: measurement name (default: the workspace's first).
         cl: confidence level for upper limits (default 0.95).

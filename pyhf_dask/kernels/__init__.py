@@ -5,9 +5,11 @@ it takes the background-only workspace, the chunk's patches and the options as p
 and returns a dict of NumPy arrays with the fields in :data:`FIELDS`. The worker function
 shipped to executors is :func:`fit_chunk`, which picks the kernel by name.
 
-Status values per point: ``"converged"``; ``"failed"`` (the fit raised or did not
-converge; the message says why); ``"fallback"`` (converged, computed by the reference
-kernel because the requested kernel cannot handle the model; the message says why).
+Status values per point: ``"converged"`` (every fit certified: KKT conditions, kinks
+included); ``"partial"`` (some POI values certified, the others NaN; the message says
+which fit failed); ``"failed"`` (the fit raised or nothing could be certified; the message
+says why); ``"fallback"`` (certified, computed in part or whole by the reference kernel
+because the requested kernel could not; the message says why).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ __all__ = [
 #: Expected-band members, in units of standard deviations.
 BAND = (-2, -1, 0, 1, 2)
 #: Per-point status values.
-STATUS = ("converged", "failed", "fallback")
+STATUS = ("converged", "partial", "failed", "fallback")
 #: Output fields of a kernel: name -> (dtype, extra dims after ``point``).
 FIELDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "CLs_obs": ("float64", ("poi",)),
@@ -62,8 +64,9 @@ class FitOptions(NamedTuple):
     poi_values: tuple[float, ...] = (1.0,)
     test_stat: str = "qtilde"
     calctype: str = "asymptotics"
-    normsys_interpcode: str = "code1"
-    histosys_interpcode: str = "code0"
+    #: pyhf's ``Model()`` defaults (``pyhf/pdf.py``, ``default_modifier_settings``).
+    normsys_interpcode: str = "code4"
+    histosys_interpcode: str = "code4p"
     measurement: str | None = None
     gradient_tolerance: float = 1.0
     device: str | None = None

@@ -187,27 +187,32 @@ def run_fits(
     data: np.ndarray,
     aux: np.ndarray,
     size: int,
+    flip: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Run every fit to the end through batches of fixed sizes, refilling finished rows.
 
     Args:
-        fit: ``fit(model, init, lam, fixed, data, aux, max_iter)`` over a batch of rows
-            (a compiled :func:`~pyhf_dask.kernels.jax_fit.fit_batch`).
+        fit: ``fit(model, init, lam, fixed, data, aux, flip, max_iter)`` over a batch of
+            rows (a compiled :func:`~pyhf_dask.kernels.jax_fit.fit_batch`).
         models: padded per-point arrays, stacked over the points.
         which: point of each fit.
         init, fixed, data, aux: per-fit start, fixed mask and data.
         size: rows per batch.
+        flip: per fit, take the other side at concave kinks (default: no fit does).
 
     Returns:
-        ``theta``, ``value``, ``n_iter``, ``converged``, ``pgrad`` per fit.
+        ``theta``, ``value``, ``n_iter``, ``converged``, ``pgrad`` per fit, and where the
+        fit function reports them, ``n_kink``, ``concave`` (met in any call) and ``psd``.
     """
     n = len(which)
+    flip = np.zeros(n, dtype=bool) if flip is None else np.asarray(flip, dtype=bool)
     theta = np.array(init, dtype=np.float64)
     lam = np.full(n, 1e-3)
     value = np.full(n, np.inf)
     pgrad = np.full(n, np.inf)
     n_iter = np.zeros(n, dtype=np.int64)
     converged = np.zeros(n, dtype=bool)
+    extra: dict[str, np.ndarray] = {}
     queue = list(range(n))[::-1]  # pop() from the end takes the next fit
     active: list[int] = []
     calls = 0
@@ -216,7 +221,7 @@ def run_fits(
             active.append(queue.pop())
         idx = np.asarray(active[:size])
         model = {k: _take(v, which[idx], size) for k, v in models.items()}
-        args = [_take(x, idx, size) for x in (theta, lam, fixed, data, aux)]
+        args = [_take(x, idx, size) for x in (theta, lam, fixed, data, aux, flip)]
         out = fit(model, *args, ROUND)
         calls += 1
         k = len(idx)
@@ -228,6 +233,12 @@ def run_fits(
         steps = np.asarray(out["n_iter"])[:k]
         converged[idx] = done_now
         n_iter[idx] += steps
+        for key in ("n_kink", "concave", "psd"):
+            if key in out:
+                got = np.asarray(out[key])[:k]
+                if key not in extra:
+                    extra[key] = np.zeros(n, dtype=got.dtype)
+                extra[key][idx] = (extra[key][idx] | got) if key == "concave" else got
         # finished: converged, stopped early without converging, or out of iterations
         finished = done_now | (steps < ROUND) | (n_iter[idx] >= MAX_ITER)
         rest = [int(i) for i, f in zip(idx, finished, strict=True) if not f]
@@ -239,4 +250,5 @@ def run_fits(
         "n_iter": n_iter,
         "converged": converged,
         "pgrad": pgrad,
+        **extra,
     }

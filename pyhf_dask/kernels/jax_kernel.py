@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.special import ndtr
+from scipy.special import log_ndtr
 
 from pyhf_dask.grid import Patch
 from pyhf_dask.kernels import empty_result
@@ -36,7 +37,6 @@ from pyhf_dask.kernels.jax_batch import (
     batch_size,
     pad_model,
     padded_dims,
-    run_fits,
     run_rows,
 )
 from pyhf_dask.kernels.jax_model import (
@@ -55,6 +55,10 @@ log = logging.getLogger(__name__)
 _CHECKED: dict[Any, str | None] = {}
 _CONFIGURED = False
 _BAND_NSIGMA = np.array([2.0, 1.0, 0.0, -1.0, -2.0])
+#: One JAX computation of this process at a time. XLA's CPU client runs each computation
+#: on the process's thread pool; two at once from two threads (Dask's threaded scheduler)
+#: can wait on each other's pool threads forever (LAPACK custom calls).
+_JAX_LOCK = threading.Lock()
 
 
 def _configure_jax() -> None:
@@ -119,9 +123,19 @@ def cls_from_fits(
             teststat = np.where(sqrtq <= sqrtq_a, sqrtq - sqrtq_a, (qmu - qmu_a) / (2.0 * sqrtq_a))
     else:
         teststat = sqrtq - sqrtq_a
-    cls_obs = ndtr(-(teststat + sqrtq_a)) / ndtr(-teststat)
+    # CLs = Phi(-(t + sqrt(q_A))) / Phi(-t), in logs so that far tails do not give 0/0
+    with np.errstate(invalid="ignore"):
+        cls_obs = np.exp(log_ndtr(-(teststat + sqrtq_a)) - log_ndtr(-teststat))
+    # q_A = 0 (e.g. mu = 0 under qtilde): t -> inf as q_A -> 0 and the ratio tends to
+    # exp(-q/2), which is 1 where q = 0 as in pyhf's calculator
+    degenerate = (sqrtq_a == 0.0) & (sqrtq > sqrtq_a) & (test_stat == "qtilde")
+    cls_obs = np.where(degenerate, np.exp(-0.5 * qmu), cls_obs)
     band = _BAND_NSIGMA[None, None, :]
-    cls_exp = ndtr(-(band + sqrtq_a[..., None])) / ndtr(-band)
+    cls_exp = np.exp(log_ndtr(-(band + sqrtq_a[..., None])) - log_ndtr(-band))
+    nan = ~(np.isfinite(obs_value[:, 1:2]) & np.isfinite(obs_value[:, 2:]))
+    nan_a = ~(np.isfinite(asimov_value[:, 0:1]) & np.isfinite(asimov_value[:, 1:]))
+    cls_obs = np.where(nan | nan_a, np.nan, cls_obs)
+    cls_exp = np.where(nan_a[..., None], np.nan, cls_exp)
     return cls_obs, cls_exp
 
 
@@ -139,6 +153,7 @@ def _run_group(
     import jax
 
     from pyhf_dask.kernels.jax_fit import FitSettings, asimov_batch, fit_batch
+    from pyhf_dask.kernels.jax_starts import consistency_gap, fit_family
 
     settings = FitSettings(options["normsys_interpcode"], options["histosys_interpcode"])
     dims = padded_dims(models)
@@ -149,61 +164,55 @@ def _run_group(
     size = batch_size(dims[0])
 
     def fit(model: dict[str, Any], *args: Any) -> dict[str, Any]:
-        out = fit_batch(*jax.device_put((model, *args), device), settings)
-        return dict(jax.device_get(out))
+        with _JAX_LOCK:
+            out = fit_batch(*jax.device_put((model, *args), device), settings)
+            return dict(jax.device_get(out))
 
     def asimov(model: dict[str, Any], theta: Any) -> dict[str, Any]:
-        out = asimov_batch(*jax.device_put((model, theta), device), settings)
-        return dict(jax.device_get(out))
+        with _JAX_LOCK:
+            out = asimov_batch(*jax.device_put((model, theta), device), settings)
+            return dict(jax.device_get(out))
 
     mus = np.asarray(options["poi_values"], dtype=np.float64)
     n_poi = len(mus)
     # fits on the data: POI=0 (Asimov parameters), free, POI at each value
-    f1 = 2 + n_poi
-    which = np.repeat(np.arange(n), f1)
-    init = batched["init"][which].copy()
-    fixed = batched["fixed"][which].copy()
-    kind = np.tile(np.arange(f1), n)
-    mu_of = np.concatenate([[0.0, np.nan], mus])[kind]
-    held = np.flatnonzero(kind != 1)
-    init[held, poi[which[held]]] = mu_of[held]
-    fixed[held, poi[which[held]]] = True
-    obs = run_fits(
-        fit, batched, which, init, fixed, batched["data"][which], batched["aux"][which], size
-    )
-    theta0 = obs["theta"][kind == 0]
-    asi_data = run_rows(asimov, batched, theta0, size)
-    # fits on the Asimov data, started at the Asimov parameters: free, POI at each value
-    f2 = 1 + n_poi
-    which2 = np.repeat(np.arange(n), f2)
-    kind2 = np.tile(np.arange(f2), n)
-    init2 = theta0[which2].copy()
-    fixed2 = batched["fixed"][which2].copy()
-    held2 = np.flatnonzero(kind2 > 0)
-    init2[held2, poi[which2[held2]]] = mus[kind2[held2] - 1]
-    fixed2[held2, poi[which2[held2]]] = True
-    asi = run_fits(
+    obs = fit_family(
         fit,
         batched,
-        which2,
-        init2,
-        fixed2,
-        asi_data["data"][which2],
-        asi_data["aux"][which2],
+        poi,
+        batched["init"],
+        batched["data"],
+        batched["aux"],
+        np.concatenate([[0.0, np.nan], mus]),
         size,
     )
+    theta0 = obs["theta"][:, 0]
+    asi_data = run_rows(asimov, batched, theta0, size)
+    # fits on the Asimov data, started at the Asimov parameters: free, POI at each value
+    asi = fit_family(
+        fit,
+        batched,
+        poi,
+        theta0,
+        asi_data["data"],
+        asi_data["aux"],
+        np.concatenate([[np.nan], mus]),
+        size,
+    )
+    converged = np.concatenate([obs["converged"], asi["converged"]], axis=1)
+    gaps = (consistency_gap(obs["value"], 1), consistency_gap(asi["value"], 0))
+    for gap, columns in zip(gaps, ([1], [2 + n_poi]), strict=True):
+        converged[gap > 1e-6, columns[0]] = False  # a free fit above a fixed one: not a minimum
     return {
-        "obs_value": obs["value"].reshape(n, f1),
-        "obs_muhat": obs["theta"][kind == 1][np.arange(n), poi],
-        "asimov_value": asi["value"].reshape(n, f2),
-        "asimov_muhat": asi["theta"][kind2 == 0][np.arange(n), poi],
-        "converged": np.concatenate(
-            [obs["converged"].reshape(n, f1), asi["converged"].reshape(n, f2)], axis=1
-        ),
-        "n_iter": np.concatenate(
-            [obs["n_iter"].reshape(n, f1), asi["n_iter"].reshape(n, f2)], axis=1
-        ),
-        "pgrad": np.concatenate([obs["pgrad"].reshape(n, f1), asi["pgrad"].reshape(n, f2)], axis=1),
+        "obs_value": obs["value"],
+        "obs_muhat": obs["theta"][np.arange(n), 1, poi],
+        "asimov_value": asi["value"],
+        "asimov_muhat": asi["theta"][np.arange(n), 0, poi],
+        "converged": converged,
+        "n_iter": np.concatenate([obs["n_iter"], asi["n_iter"]], axis=1),
+        "pgrad": np.concatenate([obs["pgrad"], asi["pgrad"]], axis=1),
+        "n_kink": np.concatenate([obs["n_kink"], asi["n_kink"]], axis=1),
+        "restarts": np.concatenate([obs["restarts"], asi["restarts"]], axis=1),
     }
 
 
@@ -285,7 +294,9 @@ def hypotest_chunk(
             else:
                 fallback[i] = reason
     if members:
-        _fill(out, members, options, device, names)
+        pending = _fill(out, members, options, device, names)
+        if pending:
+            _second_path(workspace, patches, options, pending, out)
     if fallback:
         _fallback(workspace, patches, options, fallback, out)
     out["fit_time"][:] = (time.perf_counter() - start) / max(n, 1)
@@ -298,9 +309,15 @@ def _fill(
     options: dict[str, Any],
     device: Any,
     names: list[str],
-) -> None:
-    """Fit the given points in one padded batch and write their results into ``out``."""
+) -> dict[int, tuple[np.ndarray, str]]:
+    """Fit the given points in one padded batch and write their results into ``out``.
+
+    Returns:
+        The points (index -> failed POI values mask, reason) whose fits could not all be
+        certified: they go to the second path (:func:`_second_path`).
+    """
     poi_values = np.asarray(options["poi_values"], dtype=np.float64)
+    n_poi = len(poi_values)
     res = _run_group([m for _, m in members], options, device)
     cls_obs, cls_exp = cls_from_fits(
         res["obs_value"],
@@ -310,22 +327,71 @@ def _fill(
         poi_values,
         options["test_stat"],
     )
-    ok = np.asarray(np.asarray(res["converged"]).all(axis=1), dtype=bool)
+    conv = np.asarray(res["converged"], dtype=bool)
+    shared = conv[:, 0] & conv[:, 1] & conv[:, 2 + n_poi]
+    poi_ok = shared[:, None] & conv[:, 2 : 2 + n_poi] & conv[:, 3 + n_poi :]
+    poi_ok &= np.isfinite(cls_obs) & np.isfinite(cls_exp).all(axis=2)
+    pending: dict[int, tuple[np.ndarray, str]] = {}
     for row, (i, _) in enumerate(members):
         iters = int(res["n_iter"][row].sum())
-        if ok[row]:
-            out["CLs_obs"][i] = cls_obs[row]
-            out["CLs_exp"][i] = cls_exp[row]
+        kinks = int(res["n_kink"][row].max())
+        restarts = int(res["restarts"][row].sum())
+        detail = f"{len(names)} fits, {iters} Newton iterations"
+        if kinks:
+            detail += f", up to {kinks} parameters held at a kink"
+        if restarts:
+            detail += f", {restarts} second starts"
+        ok = poi_ok[row]
+        out["CLs_obs"][i] = np.where(ok, cls_obs[row], np.nan)
+        out["CLs_exp"][i] = np.where(ok[:, None], cls_exp[row], np.nan)
+        if ok.all():
             out["status"][i] = "converged"
-            out["message"][i] = f"{len(names)} fits, {iters} Newton iterations"
-        else:
-            bad = np.flatnonzero(~res["converged"][row])
+            out["message"][i] = detail
+            continue
+        bad = np.flatnonzero(~conv[row])
+        if bad.size:
             k = int(bad[0])
-            out["message"][i] = (
-                f"{len(bad)} of {len(names)} fits did not converge; first: "
-                f"{names[k]} after {int(res['n_iter'][row, k])} iterations, "
-                f"|projected grad| {float(res['pgrad'][row, k]):.3g}"
+            why = (
+                f"{len(bad)} of {len(names)} fits not certified; first: {names[k]} after "
+                f"{int(res['n_iter'][row, k])} iterations, KKT residual "
+                f"{float(res['pgrad'][row, k]):.3g}"
             )
+        else:
+            why = "non-finite CLs from certified fits"
+        out["status"][i] = "partial" if ok.any() else "failed"
+        out["message"][i] = f"JAX: {why} ({detail})"
+        pending[i] = (~ok, out["message"][i])
+    return pending
+
+
+def _second_path(
+    workspace: dict[str, Any],
+    patches: list[Patch],
+    options: dict[str, Any],
+    pending: dict[int, tuple[np.ndarray, str]],
+    out: dict[str, np.ndarray],
+) -> None:
+    """Refit the POI values the JAX fits could not certify with the reference kernel.
+
+    The reference kernel judges pyhf's fits with the same kink-aware KKT test; what it
+    certifies fills the missing values and marks the point ``"fallback"``; what it cannot
+    stays NaN, and the point is ``"partial"`` (some values certified) or ``"failed"``.
+    """
+    from pyhf_dask.kernels import reference
+
+    poi_values = np.asarray(options["poi_values"], dtype=np.float64)
+    for i, (missing, why) in sorted(pending.items()):
+        sub = {**options, "poi_values": [float(v) for v in poi_values[missing]]}
+        ref = reference.hypotest_chunk(workspace, [patches[i]], sub)
+        if ref["status"][0] == "converged":
+            out["CLs_obs"][i, missing] = ref["CLs_obs"][0]
+            out["CLs_exp"][i, missing] = ref["CLs_exp"][0]
+            out["status"][i] = "fallback"
+            out["message"][i] = f"{why}; {int(missing.sum())} POI value(s) by pyhf: " + str(
+                ref["message"][0]
+            )
+        else:
+            out["message"][i] = f"{why}; pyhf did not certify them either: {ref['message'][0]}"
 
 
 def _fallback(
@@ -344,6 +410,6 @@ def _fallback(
     for row, i in enumerate(index):
         out["CLs_obs"][i] = ref["CLs_obs"][row]
         out["CLs_exp"][i] = ref["CLs_exp"][row]
-        converged = ref["status"][row] == "converged"
-        out["status"][i] = "fallback" if converged else "failed"
+        status = str(ref["status"][row])
+        out["status"][i] = "fallback" if status == "converged" else status
         out["message"][i] = f"computed by pyhf: {reasons[i]}; pyhf: {ref['message'][row]}"

@@ -81,8 +81,10 @@ def _fake_fit(needed: np.ndarray) -> Any:
         fixed: np.ndarray,
         data: np.ndarray,
         aux: np.ndarray,
+        flip: np.ndarray,
         max_iter: int,
     ) -> dict[str, np.ndarray]:
+        assert not flip.any()
         calls.append(len(init))
         row = init[:, 0].astype(int)
         done = init[:, 1].astype(int)

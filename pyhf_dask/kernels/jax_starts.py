@@ -1,0 +1,162 @@
+"""Families of fits of the same data, with second starts where a first answer is doubtful.
+
+A hypothesis test fits the same data several times: once with the POI free and once per
+fixed POI value (plus POI = 0 on the observed data). Those fits check each other: the free
+fit is the lowest of them all, by definition of a minimum. :func:`fit_family` runs every
+fit of a set of points and then takes a second look at each point where
+
+* a fit did not certify its minimum (KKT residual, curvature),
+* a fit met a concave kink (both sides of a kink descend: two modes), or
+* the free fit ended above a fixed-POI fit of the same data (a local minimum),
+
+by fitting again from the solutions of the point's other fits (the lowest one, the free
+one, the neighbouring POI values) and, after a concave kink, with the other side taken
+there ("mirrored" start). Each fit keeps the lowest certified ``-2 log L`` it reached;
+a free fit started from a fixed fit's solution can only descend below it, so the free fit
+never ends above a fixed one when both are certified.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from pyhf_dask.kernels.jax_batch import run_fits
+
+__all__ = ["consistency_gap", "fit_family"]
+
+log = logging.getLogger(__name__)
+
+#: ``-2 log L`` by which a free fit may exceed a fixed one before it is called a local minimum.
+GAP_TOLERANCE = 1e-6
+
+
+def consistency_gap(value: np.ndarray, free_kind: int) -> np.ndarray:
+    """How far each point's free fit lies above the lowest of its other fits (``>= 0``).
+
+    Example:
+        >>> consistency_gap(np.array([[3.0, 2.0, 5.0], [1.0, 2.5, 4.0]]), 1).tolist()
+        [0.0, 1.5]
+    """
+    others = np.delete(value, free_kind, axis=1)
+    lowest = np.min(others, axis=1) if others.shape[1] else np.full(len(value), np.inf)
+    with np.errstate(invalid="ignore"):
+        gap = value[:, free_kind] - lowest
+    return np.where(np.isfinite(gap), np.maximum(gap, 0.0), np.where(np.isnan(gap), 0.0, gap))
+
+
+def _sources(k: int, values: np.ndarray, free_kind: int, order: list[int]) -> set[int]:
+    """Other fits of a point whose solutions start fit ``k`` again."""
+    out: set[int] = set()
+    finite = np.isfinite(values)
+    others = [j for j in range(len(values)) if j != k and finite[j]]
+    if others:
+        out.add(min(others, key=lambda j: values[j]))
+    if k != free_kind and finite[free_kind]:
+        out.add(free_kind)
+    if k in order:
+        pos = order.index(k)
+        for nb in (pos - 1, pos + 1):
+            if 0 <= nb < len(order) and finite[order[nb]]:
+                out.add(order[nb])
+    out.discard(k)
+    return out
+
+
+def fit_family(
+    fit: Any,
+    models: dict[str, np.ndarray],
+    poi: np.ndarray,
+    start: np.ndarray,
+    data: np.ndarray,
+    aux: np.ndarray,
+    poi_of_kind: np.ndarray,
+    size: int,
+) -> dict[str, np.ndarray]:
+    """Every fit of ``n`` points on their data, with second starts where needed.
+
+    Args:
+        fit: the batched fit function of :func:`~pyhf_dask.kernels.jax_batch.run_fits`.
+        models: padded per-point model arrays, stacked over the ``n`` points.
+        poi: POI index per point.
+        start: ``(n, P)`` start parameters per point.
+        data, aux: ``(n, B)`` and ``(n, P)`` data of each point.
+        poi_of_kind: ``(F,)`` POI value of each fit of a point, NaN for the free fit.
+        size: rows per batch.
+
+    Returns:
+        Per fit, shape ``(n, F)`` (``theta``: ``(n, F, P)``): ``theta``, ``value``,
+        ``converged``, ``n_iter`` (all starts), ``pgrad``, ``n_kink`` and ``restarts``
+        (second starts run for the fit).
+    """
+    n, n_fit = len(poi), len(poi_of_kind)
+    free_kind = int(np.flatnonzero(np.isnan(poi_of_kind))[0])
+    fixed_kinds = [k for k in range(n_fit) if k != free_kind]
+    order = sorted(fixed_kinds, key=lambda k: float(poi_of_kind[k]))
+    base_fixed = models["fixed"].astype(bool)
+
+    def starts(rows: np.ndarray, kinds: np.ndarray, theta: np.ndarray) -> tuple[Any, Any]:
+        init = theta.copy()
+        fixed = base_fixed[rows].copy()
+        held = ~np.isnan(poi_of_kind[kinds])
+        init[held, poi[rows[held]]] = poi_of_kind[kinds[held]]
+        fixed[held, poi[rows[held]]] = True
+        return init, fixed
+
+    rows = np.repeat(np.arange(n), n_fit)
+    kinds = np.tile(np.arange(n_fit), n)
+    init, fixed = starts(rows, kinds, start[rows])
+    first = run_fits(fit, models, rows, init, fixed, data[rows], aux[rows], size)
+    theta = first["theta"].reshape(n, n_fit, -1)
+    value = np.where(first["converged"], first["value"], np.inf).reshape(n, n_fit)
+    raw_value = first["value"].reshape(n, n_fit)
+    converged = first["converged"].reshape(n, n_fit)
+    n_iter = first["n_iter"].reshape(n, n_fit).copy()
+    pgrad = first["pgrad"].reshape(n, n_fit)
+    n_kink = first.get("n_kink", np.zeros(n * n_fit, np.int64)).reshape(n, n_fit)
+    concave = first.get("concave", np.zeros(n * n_fit, bool)).reshape(n, n_fit)
+    restarts = np.zeros((n, n_fit), dtype=np.int64)
+
+    gap = consistency_gap(raw_value, free_kind)
+    doubtful = (~converged).any(axis=1) | concave.any(axis=1) | (gap > GAP_TOLERANCE)
+    todo: list[tuple[int, int, np.ndarray, bool]] = []
+    for p in np.flatnonzero(doubtful):
+        for k in range(n_fit):
+            if concave[p, k]:
+                todo.append((int(p), k, start[p], True))
+            for j in _sources(k, raw_value[p], free_kind, order):
+                todo.append((int(p), k, theta[p, j], False))
+    if todo:
+        log.debug("second starts: %d fits of %d points", len(todo), int(doubtful.sum()))
+        rows2 = np.array([t[0] for t in todo])
+        kinds2 = np.array([t[1] for t in todo])
+        init2, fixed2 = starts(rows2, kinds2, np.stack([t[2] for t in todo]))
+        flip2 = np.array([t[3] for t in todo])
+        second = run_fits(
+            fit, models, rows2, init2, fixed2, data[rows2], aux[rows2], size, flip=flip2
+        )
+        for r, (i, k, _, _) in enumerate(todo):
+            restarts[i, k] += 1
+            n_iter[i, k] += second["n_iter"][r]
+            better_certified = second["converged"][r] and second["value"][r] < value[i, k]
+            better_raw = not converged[i, k] and second["value"][r] < raw_value[i, k]
+            if better_certified or better_raw:
+                theta[i, k] = second["theta"][r]
+                raw_value[i, k] = second["value"][r]
+                pgrad[i, k] = second["pgrad"][r]
+                if "n_kink" in second:
+                    n_kink[i, k] = second["n_kink"][r]
+                if second["converged"][r]:
+                    value[i, k] = second["value"][r]
+                    converged[i, k] = True
+    return {
+        "theta": theta,
+        "value": raw_value,
+        "converged": converged,
+        "n_iter": n_iter,
+        "pgrad": pgrad,
+        "n_kink": n_kink,
+        "restarts": restarts,
+    }
