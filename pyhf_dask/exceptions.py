@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "InputError",
+    "InputLimit",
     "InvalidArchive",
     "InvalidGrid",
     "InvalidJSON",
@@ -15,8 +16,10 @@ __all__ = [
     "InvalidPatch",
     "InvalidWorkspace",
     "MissingDependency",
+    "OutputError",
     "PyhfDaskError",
     "SettingsMismatch",
+    "StoreLocked",
     "VersionMismatch",
 ]
 
@@ -72,6 +75,24 @@ class SettingsMismatch(InputError):
     """A result store was made with other inputs or settings than the ones given."""
 
     category = "resume"
+
+
+class InputLimit(InputError):
+    """An input is larger or deeper than a limit (file size, JSON nesting, bins)."""
+
+    category = "limit"
+
+
+class StoreLocked(InputError):
+    """A result store is in use by another scan (or its lock was left by a dead one)."""
+
+    category = "lock"
+
+
+class OutputError(PyhfDaskError):
+    """An output cannot be written (checked before any fit, and at the final write)."""
+
+    category = "output"
 
 
 class VersionMismatch(PyhfDaskError):

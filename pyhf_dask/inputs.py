@@ -4,6 +4,14 @@ Everything here turns bad input into one :mod:`pyhf_dask.exceptions` error whose
 names the file and what is wrong with it. Archives are read in memory, member by member,
 after every member has passed the checks of :func:`tarfile.data_filter` (no absolute
 paths, no ``..``, no links leaving the archive), so nothing is ever written outside.
+
+Reads are bounded, with limits from Dask's configuration under ``pyhf-dask`` (the CLI sets
+``max-bins`` and ``max-file-size`` from its options): every file and archive member is
+streamed with a cap (``max-file-size`` MB), an archive's members together are capped
+(``max-archive-size`` MB, ``max-archive-members``), only regular files are read (no FIFOs,
+devices or links to them), JSON nesting is capped (``max-json-depth``) before parsing, and
+channels may hold at most ``max-bins`` bins. Each refusal is an
+:class:`~pyhf_dask.exceptions.InputLimit` naming the limit and how to raise it.
 """
 
 from __future__ import annotations
@@ -14,21 +22,31 @@ import logging
 import math
 import os
 import re
+import stat
 import tarfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pyhf_dask.exceptions import InvalidArchive, InvalidJSON, InvalidPatch, InvalidWorkspace
+from pyhf_dask.exceptions import (
+    InputLimit,
+    InvalidArchive,
+    InvalidJSON,
+    InvalidPatch,
+    InvalidWorkspace,
+)
 
 __all__ = [
     "FileTree",
     "check_workspace",
+    "limit",
     "find_region",
     "load_json",
     "parse_json",
     "patch_name",
+    "read_file",
+    "too_large",
 ]
 
 log = logging.getLogger(__name__)
@@ -46,6 +64,104 @@ def is_bkg_only(path: PurePosixPath) -> bool:
 
 
 _PATCH_PREFIX = "patch."
+_MB = 1_000_000
+_DEFAULTS = {
+    "max-file-size": 100.0,
+    "max-archive-size": 1000.0,
+    "max-archive-members": 100_000,
+    "max-json-depth": 64,
+    "max-bins": 10_000,
+}
+_HOW = {"max-file-size": "--max-file-size MB", "max-bins": "--max-bins N"}
+
+
+def limit(name: str) -> float:
+    """A limit on input from Dask's configuration (``pyhf-dask.<name>``).
+
+    Example:
+        >>> limit("max-json-depth")
+        64.0
+    """
+    import dask
+
+    value = dask.config.get(f"pyhf-dask.{name}", None)
+    return float(_DEFAULTS[name] if value is None else value)
+
+
+def too_large(where: str, name: str, what: str) -> InputLimit:
+    value = limit(name)
+    shown = f"{value:g} MB" if name.endswith("size") else f"{value:g}"
+    how = _HOW.get(name, f"the configuration key pyhf-dask.{name}")
+    return InputLimit(f"{where}: {what}, more than the limit of {shown} (raise it with {how})")
+
+
+def _read_capped(stream: Any, where: str) -> bytes:
+    """Read a stream to its end, refusing it past ``max-file-size``."""
+    cap = int(limit("max-file-size") * _MB)
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        block = stream.read(min(1 << 20, cap + 1 - total))
+        if not block:
+            return b"".join(chunks)
+        chunks.append(block)
+        total += len(block)
+        if total > cap:
+            raise too_large(where, "max-file-size", "larger than the limit")
+
+
+def read_file(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of a regular file, read with the ``max-file-size`` cap.
+
+    FIFOs, devices and links to them are refused without blocking or reading.
+    """
+    where = os.fspath(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO does not block the open
+    except FileNotFoundError as exc:
+        msg = f"{where}: no such file"
+        raise InvalidJSON(msg) from exc
+    except OSError as exc:
+        msg = f"{where}: cannot be read ({exc.strerror})"
+        raise InvalidJSON(msg) from exc
+    with os.fdopen(fd, "rb") as file:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            msg = f"{where}: is a directory, expected a JSON file"
+            raise InvalidJSON(msg)
+        if not stat.S_ISREG(mode):
+            kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+            msg = f"{where}: not a regular file ({kind}); only regular files are read"
+            raise InvalidJSON(msg)
+        try:
+            return _read_capped(file, where)
+        except OSError as exc:
+            msg = f"{where}: cannot be read ({exc.strerror})"
+            raise InvalidJSON(msg) from exc
+
+
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+
+
+def _check_depth(data: bytes, where: str) -> None:
+    """Refuse JSON nested deeper than ``max-json-depth`` before parsing (no RecursionError)."""
+    import numpy as np
+
+    cap = int(limit("max-json-depth"))
+    if data.count(b"[") + data.count(b"{") <= cap:
+        return
+    stripped = np.frombuffer(_STRING.sub(b'""', data), dtype=np.uint8)
+    depth = deepest = 0
+    for start in range(0, len(stripped), 1 << 22):
+        block = stripped[start : start + (1 << 22)]
+        opens = (block == ord("[")) | (block == ord("{"))
+        steps = np.where(opens, 1, 0) - ((block == ord("]")) | (block == ord("}")))
+        steps = steps[steps != 0]
+        if len(steps):
+            levels = depth + np.cumsum(steps)
+            deepest, depth = max(deepest, int(levels.max())), int(levels[-1])
+        if deepest > cap:
+            raise too_large(where, "max-json-depth", "JSON nested deeper than the limit")
 
 
 def parse_json(text: str | bytes, where: str) -> Any:
@@ -55,8 +171,13 @@ def parse_json(text: str | bytes, where: str) -> Any:
         >>> parse_json('{"a": 1}', "x.json")
         {'a': 1}
     """
+    data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+    _check_depth(data, where)
     try:
         return json.loads(text)
+    except RecursionError as exc:  # pragma: no cover - the depth check comes first
+        msg = f"{where}: JSON nested too deeply"
+        raise InputLimit(msg) from exc
     except UnicodeDecodeError as exc:
         msg = f"{where}: not UTF-8 text (byte {exc.start})"
         raise InvalidJSON(msg) from exc
@@ -70,19 +191,7 @@ def parse_json(text: str | bytes, where: str) -> Any:
 
 def load_json(path: str | os.PathLike[str]) -> Any:
     """Read and parse a JSON file with a clear error for a missing or malformed file."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError as exc:
-        msg = f"{path}: no such file"
-        raise InvalidJSON(msg) from exc
-    except IsADirectoryError as exc:
-        msg = f"{path}: is a directory, expected a JSON file"
-        raise InvalidJSON(msg) from exc
-    except OSError as exc:
-        msg = f"{path}: cannot be read ({exc.strerror})"
-        raise InvalidJSON(msg) from exc
-    return parse_json(data, os.fspath(path))
+    return parse_json(read_file(path), os.fspath(path))
 
 
 def patch_name(filename: str) -> str:
@@ -168,8 +277,31 @@ def check_workspace(spec: Any, where: str) -> dict[str, Any]:
                 f"(observations are given for: {names})"
             )
             raise InvalidWorkspace(msg)
+    from pyhf_dask.validate import check_shapes
+
+    check_shapes(spec, where)
     check_yields(spec, where)
     return spec
+
+
+def zlib_errors() -> type[Exception]:
+    """The error type of a corrupt gzip stream."""
+    import zlib
+
+    return zlib.error
+
+
+def _check_member(path: Path, info: tarfile.TarInfo) -> None:
+    """Refuse absolute paths, ``..``, links leaving the archive, devices and FIFOs."""
+    parts = PurePosixPath(info.name).parts
+    if info.name.startswith(("/", "\\")) or ".." in parts or re.match(r"^[A-Za-z]:", info.name):
+        msg = f"{path}: unsafe archive member {info.name!r}: absolute path or '..'"
+        raise InvalidArchive(msg)
+    try:
+        tarfile.data_filter(info, os.path.realpath("/nonexistent-extraction-root"))
+    except tarfile.FilterError as exc:
+        msg = f"{path}: unsafe archive member {info.name!r}: {exc}"
+        raise InvalidArchive(msg) from exc
 
 
 @dataclass(frozen=True)
@@ -201,7 +333,7 @@ class FileTree:
         members = []
         for file in sorted(root.rglob("*.json")):
             rel = PurePosixPath(file.relative_to(root).as_posix())
-            members.append(_Member(rel, file.read_bytes))
+            members.append(_Member(rel, functools.partial(read_file, file)))
         return cls(os.fspath(root), members)
 
     @classmethod
@@ -212,29 +344,30 @@ class FileTree:
             first = str(exc).splitlines()[0].rstrip(":")
             msg = f"{path}: not a readable tar archive ({first})"
             raise InvalidArchive(msg) from exc
+        contents: dict[str, bytes] = {}
+        total = count = 0
         with tar:
-            infos = tar.getmembers()
-            dest = os.path.realpath("/nonexistent-extraction-root")
-            for info in infos:
-                parts = PurePosixPath(info.name).parts
-                if (
-                    info.name.startswith(("/", "\\"))
-                    or ".." in parts
-                    or re.match(r"^[A-Za-z]:", info.name)
-                ):
-                    msg = f"{path}: unsafe archive member {info.name!r}: absolute path or '..'"
-                    raise InvalidArchive(msg)
-                try:
-                    tarfile.data_filter(info, dest)
-                except tarfile.FilterError as exc:
-                    msg = f"{path}: unsafe archive member {info.name!r}: {exc}"
-                    raise InvalidArchive(msg) from exc
-            contents: dict[str, bytes] = {}
-            for info in infos:
-                if info.isfile() and info.name.endswith(".json"):
-                    stream = tar.extractfile(info)
-                    if stream is not None:
-                        contents[info.name] = stream.read()
+            # member by member as the stream goes: a huge member is refused at its header
+            try:
+                for info in tar:
+                    count += 1
+                    if count > limit("max-archive-members"):
+                        raise too_large(os.fspath(path), "max-archive-members", "too many members")
+                    _check_member(path, info)
+                    total += info.size if info.isfile() else 0
+                    if total > limit("max-archive-size") * _MB:
+                        what = "its members hold more than the limit"
+                        raise too_large(os.fspath(path), "max-archive-size", what)
+                    if info.isfile() and info.name.endswith(".json"):
+                        where = f"{path}:{info.name}"
+                        if info.size > limit("max-file-size") * _MB:
+                            raise too_large(where, "max-file-size", "larger than the limit")
+                        stream = tar.extractfile(info)
+                        if stream is not None:
+                            contents[info.name] = _read_capped(stream, where)
+            except (tarfile.TarError, EOFError, OSError, zlib_errors()) as exc:
+                msg = f"{path}: not a readable tar archive ({type(exc).__name__}: {exc})"
+                raise InvalidArchive(msg) from exc
         members = [
             _Member(PurePosixPath(name), functools.partial(bytes, data))
             for name, data in sorted(contents.items())

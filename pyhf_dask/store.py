@@ -9,6 +9,15 @@ client was killed (SIGKILL) a moment later. On resume only ``"pending"`` points 
 optionally ``"failed"`` ones) are fitted again, after checking that the inputs and settings
 are those the store was made with.
 
+One writer per store: a scan holds the lock ``.pyhf_dask.lock`` in the store for as long
+as it runs: a folder made atomically (``mkdir``), written as an empty Zarr group whose
+attributes name the owner (pid, host, start, command), so Zarr readers ignore it. A
+second scan, ``resume``, ``retry_failed`` or ``overwrite`` on a locked store is refused
+with a message naming the owner; a lock left by a scan that died (its pid no longer runs
+on this host) is reported as stale and taken over only with ``break_lock=True``
+(``--break-lock``). ``overwrite`` deletes only a store made by pyhf_dask (a Zarr group with
+pyhf_dask's attributes), never another folder.
+
 Example:
     >>> from pyhf_dask.grid import SignalGrid, scaled_signal, simple_workspace
     >>> ws = simple_workspace([12.0, 11.0], [50.0, 52.0], [3.0, 7.0], [51.0, 48.0])
@@ -22,10 +31,15 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import shutil
-from collections.abc import Callable
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -34,17 +48,28 @@ import xarray as xr
 from dask.callbacks import Callback
 
 from pyhf_dask._optional import require
-from pyhf_dask.exceptions import InvalidOption, SettingsMismatch
+from pyhf_dask.exceptions import InvalidOption, OutputError, SettingsMismatch, StoreLocked
 from pyhf_dask.graph import FIT_PREFIX, extract
 from pyhf_dask.grid import SignalGrid
 from pyhf_dask.results import as_str
 from pyhf_dask.scan import scan
 
-__all__ = ["MATCHED_ATTRS", "StoreWriter", "open_store", "plan_resume", "scan_to_store"]
+__all__ = [
+    "LOCK_NAME",
+    "MATCHED_ATTRS",
+    "StoreWriter",
+    "is_result_store",
+    "lock_store",
+    "open_store",
+    "plan_resume",
+    "scan_to_store",
+]
 
 log = logging.getLogger(__name__)
 
 PENDING = "pending"
+#: The lock a scan holds inside its store (an empty Zarr group naming the owner).
+LOCK_NAME = ".pyhf_dask.lock"
 #: Attributes that must be equal between a store and the scan that resumes it.
 MATCHED_ATTRS = (
     "workspace_digest",
@@ -87,6 +112,130 @@ def open_store(path: str | os.PathLike[str]) -> xr.Dataset:
         return ds.load()
 
 
+def is_result_store(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a Zarr group made by pyhf_dask (the only kind ``overwrite`` deletes).
+
+    Example:
+        >>> is_result_store("/")
+        False
+    """
+    path = Path(path)
+    if path.is_symlink() or not path.is_dir():
+        return False
+    for meta, key in (("zarr.json", "attributes"), (".zattrs", None)):
+        try:
+            data = json.loads((path / meta).read_text())
+        except (OSError, ValueError):
+            continue
+        attrs = data.get(key, {}) if key else data
+        if isinstance(attrs, dict) and {"pyhf_dask_version", "workspace_digest"} <= set(attrs):
+            return True
+    return False
+
+
+def _owner_text(owner: dict[str, Any]) -> str:
+    started = owner.get("started")
+    when = time.strftime(" since %Y-%m-%d %H:%M:%S", time.localtime(started)) if started else ""
+    return f"pid {owner.get('pid', '?')} on host {owner.get('host', '?')}{when}"
+
+
+def _owner_alive(owner: dict[str, Any]) -> bool | None:
+    """Whether the lock's owner still runs (``None``: another host, cannot tell)."""
+    if owner.get("host") != socket.gethostname():
+        return None
+    try:
+        pid = int(owner["pid"])
+        os.kill(pid, 0)
+    except (KeyError, TypeError, ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(ImportError, Exception):  # a reused pid started after the lock
+        import psutil
+
+        if psutil.Process(pid).create_time() > float(owner.get("started", 0)) + 1:
+            return False
+    return True
+
+
+@contextlib.contextmanager
+def lock_store(path: str | os.PathLike[str], *, break_lock: bool = False) -> Iterator[Path]:
+    """Hold the store's lock file for the duration of the ``with`` block.
+
+    Args:
+        path: the store folder (created when missing).
+        break_lock: take over a lock that another scan holds or left behind.
+
+    Raises:
+        StoreLocked: another scan holds the lock, or a dead one left it (stale).
+    """
+    path = Path(path)
+    created = not path.exists()
+    lock = path / LOCK_NAME
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        _take(lock, path, break_lock)
+    except OSError as exc:
+        msg = f"{path}: cannot write the store here ({exc.strerror or exc})"
+        raise OutputError(msg) from exc
+    try:
+        yield path
+    finally:
+        if _read_owner(lock).get("pid") == os.getpid():
+            shutil.rmtree(lock, ignore_errors=True)
+        if created:
+            with contextlib.suppress(OSError):
+                path.rmdir()  # only when the scan stopped before the store was made
+
+
+def _read_owner(lock: Path) -> dict[str, Any]:
+    try:
+        owner = json.loads((lock / "zarr.json").read_text()).get("attributes", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return owner if isinstance(owner, dict) else {}
+
+
+def _take(lock: Path, path: Path, break_lock: bool) -> None:
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+    me["command"] = " ".join(sys.argv)[:500]
+    for _ in range(3):
+        try:
+            lock.mkdir()  # atomic: exactly one scan succeeds
+        except FileExistsError:
+            owner = _read_owner(lock)
+            if break_lock:
+                log.warning("%s: breaking the lock of %s", path, _owner_text(owner))
+                shutil.rmtree(lock, ignore_errors=True)
+                continue
+            alive = _owner_alive(owner) if owner else True  # no owner yet: being taken
+            if alive is False:
+                msg = (
+                    f"{path} is locked by {_owner_text(owner)}, which no longer runs (a scan "
+                    "that crashed or was killed): rerun with --break-lock to take the store over"
+                )
+            elif alive is None:
+                msg = (
+                    f"{path} is locked by {_owner_text(owner)} (cannot check another host): "
+                    "rerun with --break-lock if that scan no longer runs"
+                )
+            else:
+                msg = (
+                    f"{path} is in use by another scan ({_owner_text(owner)}): wait for it "
+                    "to finish or choose another output"
+                )
+            raise StoreLocked(msg) from None
+        meta = {"zarr_format": 3, "node_type": "group", "attributes": me}
+        (lock / "zarr.json").write_text(json.dumps(meta))
+        return
+    msg = f"{path}: could not take the lock"  # pragma: no cover - lost a race 3 times
+    raise StoreLocked(msg)
+
+
+def _only_lock(path: Path) -> bool:
+    return {p.name for p in path.iterdir()} <= {LOCK_NAME}
+
+
 def _template(lazy: xr.Dataset) -> xr.Dataset:
     data = {}
     for name, var in lazy.data_vars.items():
@@ -109,7 +258,8 @@ def _create(lazy: xr.Dataset, path: Path) -> None:
         name: {"chunks": (min(size, var.shape[0]), *var.shape[1:])}
         for name, var in template.data_vars.items()
     }
-    template.to_zarr(os.fspath(path), mode="w-", encoding=encoding, consolidated=False)
+    # mode "a": the folder exists already and holds this scan's lock file
+    template.to_zarr(os.fspath(path), mode="a", encoding=encoding, consolidated=False)
 
 
 class StoreWriter(Callback):
@@ -190,6 +340,7 @@ def scan_to_store(
     resume: bool = False,
     retry_failed: bool = False,
     overwrite: bool = False,
+    break_lock: bool = False,
     scheduler: Any = None,
     on_write: Callable[[int], None] | None = None,
     **scan_options: Any,
@@ -201,7 +352,9 @@ def scan_to_store(
         path: the ``.zarr`` store.
         resume: continue an existing store (only missing points are fitted).
         retry_failed: with ``resume``, fit the failed points again too.
-        overwrite: replace an existing store instead of refusing.
+        overwrite: replace an existing store made by pyhf_dask instead of refusing.
+        break_lock: take over the store's lock left by a scan that died (or held by one
+            that runs elsewhere).
         scheduler: any ``scheduler=`` for ``dask.compute``; a ``distributed.Client`` is
             wrapped so results reach this process as they finish.
         on_write: called with the number of points written after each chunk.
@@ -212,36 +365,49 @@ def scan_to_store(
     """
     path = Path(path)
     require("zarr", "zarr")
-    exists = path.exists()
+    exists = path.exists() or path.is_symlink()
     if exists and not resume and not overwrite:
         msg = f"{path} exists: resume it (--resume) or choose another output"
         raise InvalidOption(msg)
+    if exists and not (path.is_dir() and (is_result_store(path) or _only_lock(path))):
+        what = "--overwrite deletes" if overwrite and not resume else "--resume continues"
+        msg = (
+            f"{path} is not a pyhf-dask result store; {what} only stores made by "
+            "pyhf-dask (remove or rename it yourself if you mean to replace it)"
+        )
+        raise InvalidOption(msg)
     if resume and not exists:
         log.info("%s does not exist yet: starting a new scan", path)
-    if exists and overwrite and not resume:
-        shutil.rmtree(path)
-        exists = False
-    if exists:
-        stored = open_store(path)
-        scan_options.setdefault("chunk_size", int(stored.attrs["chunk_size"]))
-        lazy = scan(grid, **scan_options)
-        plan = plan_resume(stored, lazy, retry_failed=retry_failed)
-        log.info(
-            "resuming %s: %d of %d points done, %d to fit (%d failed retried)",
-            path,
-            plan.n_done,
-            len(grid),
-            len(plan.todo),
-            plan.n_failed_retried,
-        )
-        todo = plan.todo
-    else:
-        lazy = scan(grid, **scan_options)
-        _create(lazy, path)
-        todo = np.arange(len(grid))
-    if len(todo):
-        _fit_into(grid, path, todo, lazy, scheduler, on_write, scan_options)
-    return open_store(path)
+    with lock_store(path, break_lock=break_lock):
+        if exists and overwrite and not resume:
+            for entry in path.iterdir():
+                if entry.name == LOCK_NAME:
+                    continue
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+        if is_result_store(path):
+            stored = open_store(path)
+            scan_options.setdefault("chunk_size", int(stored.attrs["chunk_size"]))
+            lazy = scan(grid, **scan_options)
+            plan = plan_resume(stored, lazy, retry_failed=retry_failed)
+            log.info(
+                "resuming %s: %d of %d points done, %d to fit (%d failed retried)",
+                path,
+                plan.n_done,
+                len(grid),
+                len(plan.todo),
+                plan.n_failed_retried,
+            )
+            todo = plan.todo
+        else:
+            lazy = scan(grid, **scan_options)
+            _create(lazy, path)
+            todo = np.arange(len(grid))
+        if len(todo):
+            _fit_into(grid, path, todo, lazy, scheduler, on_write, scan_options)
+        return open_store(path)
 
 
 def _fit_into(

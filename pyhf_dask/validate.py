@@ -2,6 +2,8 @@
 
 Every patch is applied to the background-only workspace (cheaply, with structural sharing,
 see :mod:`pyhf_dask.patching`); the yields it brings in must be finite and non-negative;
+every sample, modifier and observation of a channel must have one value per bin, and no
+channel more than ``pyhf-dask.max-bins`` bins (:func:`check_shapes`);
 and the measurement's POI must be a ``normfactor`` of every patched model. For a grid
 defined by a function only the first point is checked here (the grid may have millions of
 points); the kernels record any later problem per point.
@@ -10,17 +12,65 @@ points); the kernels record any later problem per point.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from pyhf_dask.exceptions import InvalidGrid, InvalidPatch, InvalidWorkspace
 from pyhf_dask.grid import SignalGrid, materialize
-from pyhf_dask.inputs import check_yields
+from pyhf_dask.inputs import check_yields, limit, too_large
 from pyhf_dask.patching import PatchConflict, apply_patch
 
-__all__ = ["validate_grid"]
+__all__ = ["check_shapes", "validate_grid"]
 
 log = logging.getLogger(__name__)
+
+
+def _length(values: Any) -> int | None:
+    return len(values) if isinstance(values, list) else None
+
+
+def check_shapes(spec: Mapping[str, Any], where: str, *, error: type = InvalidWorkspace) -> None:
+    """Every sample, modifier and observation of a channel has as many values as it has bins,
+    and no channel has more than ``max-bins`` bins.
+
+    Raises:
+        InputLimit: a channel has more bins than the limit.
+        InvalidWorkspace: (or ``error``) a length differs from the channel's bins.
+    """
+    cap = int(limit("max-bins"))
+    bins: dict[Any, int] = {}
+    for channel in spec.get("channels", []):
+        name = channel.get("name")
+        samples = channel.get("samples", [])
+        sizes = [_length(sample.get("data")) for sample in samples]
+        n = next((k for k in sizes if k is not None), None)
+        if n is None:
+            continue
+        if n > cap:
+            raise too_large(where, "max-bins", f"channel {name!r} has {n} bins")
+        bins[name] = n
+        for sample, size in zip(samples, sizes, strict=True):
+            label = f"{where}: channel {name!r} has {n} bins but sample {sample.get('name')!r}"
+            if size is not None and size != n:
+                raise error(f"{label} has {size} values")
+            for mod in sample.get("modifiers", []):
+                data = mod.get("data")
+                parts = data.items() if isinstance(data, dict) else [("data", data)]
+                for key, values in parts:
+                    got = _length(values)
+                    if got is not None and got != n and key in ("data", "hi_data", "lo_data"):
+                        msg = f"{label} modifier {mod.get('name')!r} {key} has {got} values"
+                        raise error(msg)
+    for observation in spec.get("observations", []):
+        name, size = observation.get("name"), _length(observation.get("data"))
+        if size is not None and size > cap:
+            raise too_large(where, "max-bins", f"observations of {name!r} hold {size} values")
+        if size is not None and name in bins and size != bins[name]:
+            msg = (
+                f"{where}: observations of channel {name!r} hold {size} values but the "
+                f"channel has {bins[name]} bins"
+            )
+            raise error(msg)
 
 
 def _normfactors(spec: dict[str, Any]) -> Iterator[str]:
@@ -97,6 +147,7 @@ def validate_grid(grid: SignalGrid, *, poi_name: str) -> None:
             _check_values(ops, where)
         except InvalidWorkspace as exc:
             raise InvalidPatch(str(exc)) from exc
+        check_shapes(patched, where, error=InvalidPatch)
         if poi_name not in set(_normfactors(patched)):
             missing_poi.append(name)
     shown = ", ".join(missing_poi[:5]) + (" ..." if len(missing_poi) > 5 else "")
