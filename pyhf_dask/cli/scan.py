@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shlex
+import signal
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +18,7 @@ import click
 import numpy as np
 import xarray as xr
 
-from pyhf_dask.exceptions import InputError, InvalidOption, PyhfDaskError
+from pyhf_dask.exceptions import InputError, InvalidOption, OutputError, PyhfDaskError
 
 __all__ = ["format_table", "scan"]
 
@@ -34,8 +38,19 @@ EXECUTOR_NAMES = (
     "globus",
     "endpoint-local",
 )
-#: Exit status after Ctrl-C.
+#: Exit status after Ctrl-C (SIGINT); SIGTERM gives 143 and SIGHUP 129 (128 + signal).
 EXIT_INTERRUPTED = 130
+#: Signals handled like Ctrl-C: finished points kept, engines stopped, resume printed.
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class _Stopped(KeyboardInterrupt):
+    """Raised in the main thread by a stop signal (a KeyboardInterrupt, so every cleanup
+    path that handles Ctrl-C handles it too)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 def format_table(ds: xr.Dataset, *, limit: int | None = None) -> str:
@@ -215,7 +230,27 @@ def format_table(ds: xr.Dataset, *, limit: int | None = None) -> str:
     "--resume", is_flag=True, help="Continue a .zarr output: fit only the points it is missing."
 )
 @click.option("--retry-failed", is_flag=True, help="With --resume, fit failed points again.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing .zarr output.")
+@click.option(
+    "--overwrite", is_flag=True, help="Replace an existing .zarr output made by pyhf-dask."
+)
+@click.option(
+    "--break-lock",
+    is_flag=True,
+    help="Take over a .zarr output whose lock was left by a scan that died.",
+)
+@click.option(
+    "--max-bins",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Most bins (and observations) per channel [default: pyhf-dask.max-bins, 10000].",
+)
+@click.option(
+    "--max-file-size",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="MB",
+    help="Largest input file or archive member read [default: pyhf-dask.max-file-size, 100].",
+)
 @click.option(
     "--fail-on-error",
     is_flag=True,
@@ -256,6 +291,9 @@ def scan(
     resume: bool,
     retry_failed: bool,
     overwrite: bool,
+    break_lock: bool,
+    max_bins: int | None,
+    max_file_size: float | None,
     fail_on_error: bool,
     table: bool | None,
     progress: bool | None,
@@ -268,71 +306,46 @@ def scan(
       BKG_ONLY.json patch.A.json ...        HEPData jsonpatch files
       DIR_OR_ARCHIVE [--region NAME]        a folder or .tar.gz with BkgOnly.json + patches
     """
-    from pyhf_dask.executors import open_scheduler
-    from pyhf_dask.results import as_str, summarize, to_netcdf
-    from pyhf_dask.scan import scan as build_scan
-    from pyhf_dask.store import scan_to_store
+    import dask
 
-    if output is not None and output.suffix not in _OUTPUT_SUFFIXES:
-        msg = f"{output}: output must end in {' or '.join(_OUTPUT_SUFFIXES)}"
-        raise InvalidOption(msg)
-    to_store = output is not None and output.suffix == ".zarr"
-    if (resume or retry_failed or overwrite) and not to_store:
-        msg = "--resume, --retry-failed and --overwrite need a .zarr output (-o results.zarr)"
-        raise InvalidOption(msg)
-    if retry_failed and not resume:
-        msg = "--retry-failed only applies with --resume"
-        raise InvalidOption(msg)
-    start = time.perf_counter()
-    label_list = labels.split(",") if labels else None
-    grid = _load_grid(inputs, region, label_list, patterns)
-    options: dict[str, Any] = {
-        "poi_value": poi_values[0] if len(poi_values) == 1 else (list(poi_values) or 1.0),
-        "test_stat": test_stat,
-        "kernel": kernel,
-        "chunk_size": chunk_size,
-        "normsys_interpcode": normsys_interpcode,
-        "histosys_interpcode": histosys_interpcode,
-        "measurement": measurement,
-        "device": device,
-        "scipy_tolerance": scipy_tolerance,
-    }
-    show_progress = sys.stderr.isatty() if progress is None else progress
-    fitted: list[int] = []
-    try:
-        scheduler_cm = open_scheduler(
-            executor,
-            workers=workers,
-            endpoint=endpoint,
-            scheduler_address=scheduler_address,
-            parsl_config=parsl_config,
-            engine=engine,
-            retries=retries,
-            timeout=timeout,
-            check_versions=check_versions,
+    limits = {k: v for k, v in (("max-bins", max_bins), ("max-file-size", max_file_size)) if v}
+    with dask.config.set({f"pyhf-dask.{k}": v for k, v in limits.items()}), _stop_signals():
+        ds, to_store, fitted, start = _run(
+            inputs,
+            region=region,
+            patterns=patterns,
+            labels=labels,
+            poi_values=poi_values,
+            output=output,
+            resume=resume,
+            retry_failed=retry_failed,
+            overwrite=overwrite,
+            break_lock=break_lock,
+            progress=progress,
+            scheduler_options={
+                "executor": executor,
+                "workers": workers,
+                "endpoint": endpoint,
+                "scheduler_address": scheduler_address,
+                "parsl_config": parsl_config,
+                "engine": engine,
+                "retries": retries,
+                "timeout": timeout,
+                "check_versions": check_versions,
+            },
+            options={
+                "test_stat": test_stat,
+                "kernel": kernel,
+                "chunk_size": chunk_size,
+                "normsys_interpcode": normsys_interpcode,
+                "histosys_interpcode": histosys_interpcode,
+                "measurement": measurement,
+                "device": device,
+                "scipy_tolerance": scipy_tolerance,
+            },
         )
-        with scheduler_cm as scheduler, _progress(show_progress):
-            if to_store:
-                assert output is not None
-                ds = scan_to_store(
-                    grid,
-                    output,
-                    resume=resume,
-                    retry_failed=retry_failed,
-                    overwrite=overwrite,
-                    scheduler=scheduler,
-                    on_write=fitted.append,
-                    **options,
-                )
-            else:
-                lazy = build_scan(grid, **options)
-                log.info("scanning %d points with kernel %s", len(grid), lazy.attrs["kernel"])
-                ds = lazy.compute(scheduler=scheduler)
-    except KeyboardInterrupt:
-        click.echo(_interrupted(output, to_store), err=True)
-        sys.exit(EXIT_INTERRUPTED)
-    if output is not None and not to_store:
-        to_netcdf(ds, output)
+    from pyhf_dask.results import as_str, summarize
+
     if table or (table is None and output is None):
         click.echo(format_table(ds))
     elapsed = time.perf_counter() - start
@@ -347,6 +360,159 @@ def scan(
         click.echo(f"pyhf-dask: failed points: {shown} (see the 'message' variable)", err=True)
         if fail_on_error:
             sys.exit(EXIT_FAILED_POINTS)
+
+
+def _run(
+    inputs: tuple[Path, ...],
+    *,
+    region: str | None,
+    patterns: tuple[str, ...],
+    labels: str | None,
+    poi_values: tuple[float, ...],
+    output: Path | None,
+    resume: bool,
+    retry_failed: bool,
+    overwrite: bool,
+    break_lock: bool,
+    progress: bool | None,
+    scheduler_options: dict[str, Any],
+    options: dict[str, Any],
+) -> tuple[xr.Dataset, bool, list[int], float]:
+    """Check the output, read the grid, fit it; the result is written before returning."""
+    from pyhf_dask.executors import open_scheduler
+    from pyhf_dask.scan import scan as build_scan
+    from pyhf_dask.store import scan_to_store
+
+    if output is not None and output.suffix not in _OUTPUT_SUFFIXES:
+        msg = f"{output}: output must end in {' or '.join(_OUTPUT_SUFFIXES)}"
+        raise InvalidOption(msg)
+    to_store = output is not None and output.suffix == ".zarr"
+    if (resume or retry_failed or overwrite or break_lock) and not to_store:
+        what = "--resume, --retry-failed and --overwrite need"
+        what = "--break-lock needs" if break_lock else what
+        msg = f"{what} a .zarr output (-o results.zarr)"
+        raise InvalidOption(msg)
+    if retry_failed and not resume:
+        msg = "--retry-failed only applies with --resume"
+        raise InvalidOption(msg)
+    if output is not None:
+        check_writable(output)
+    start = time.perf_counter()
+    label_list = labels.split(",") if labels else None
+    grid = _load_grid(inputs, region, label_list, patterns)
+    options = {
+        "poi_value": poi_values[0] if len(poi_values) == 1 else (list(poi_values) or 1.0),
+        **options,
+    }
+    show_progress = sys.stderr.isatty() if progress is None else progress
+    fitted: list[int] = []
+    try:
+        with open_scheduler(**scheduler_options) as scheduler, _progress(show_progress):
+            if to_store:
+                assert output is not None
+                ds = scan_to_store(
+                    grid,
+                    output,
+                    resume=resume,
+                    retry_failed=retry_failed,
+                    overwrite=overwrite,
+                    break_lock=break_lock,
+                    scheduler=scheduler,
+                    on_write=fitted.append,
+                    **options,
+                )
+            else:
+                lazy = build_scan(grid, **options)
+                log.info("scanning %d points with kernel %s", len(grid), lazy.attrs["kernel"])
+                ds = lazy.compute(scheduler=scheduler)
+    except KeyboardInterrupt as exc:
+        signum = exc.signum if isinstance(exc, _Stopped) else signal.SIGINT
+        click.echo(_interrupted(output, to_store, signum), err=True)
+        sys.exit(128 + signum)
+    if output is not None and not to_store:
+        write_netcdf(ds, output)
+    return ds, to_store, fitted, start
+
+
+def check_writable(output: Path) -> None:
+    """Refuse, before any fit, an output that cannot be written.
+
+    Raises:
+        OutputError: the folder is missing or not writable, or the path is not usable.
+    """
+    folder = output.parent
+    store = output.suffix == ".zarr" and output.is_dir()
+    if output.exists() and output.suffix == ".nc" and not output.is_file():
+        msg = f"{output}: exists and is not a file"
+        raise OutputError(msg)
+    target = output if store else folder
+    if not target.is_dir():
+        msg = f"{output}: the folder {target} does not exist"
+        raise OutputError(msg)
+    try:
+        with tempfile.TemporaryFile(dir=target, prefix=".pyhf-dask-write-check-"):
+            pass
+    except OSError as exc:
+        msg = f"{output}: cannot write in {target} ({exc.strerror or exc})"
+        raise OutputError(msg) from exc
+
+
+def write_netcdf(ds: xr.Dataset, output: Path) -> None:
+    """Write ``output`` through a temporary file in its folder, then rename it.
+
+    If that fails, the finished results are saved beside it, else in the working folder,
+    else in the temporary folder, and the error says where.
+
+    Raises:
+        OutputError: the output could not be written (the message names the rescue file).
+    """
+    from pyhf_dask.results import to_netcdf
+
+    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+    try:
+        to_netcdf(ds, tmp)
+        os.replace(tmp, output)
+        return
+    except Exception as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        reason = getattr(exc, "strerror", None) or f"{type(exc).__name__}: {exc}"
+    name = f"{output.stem}.rescued-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.nc"
+    for folder in (output.parent, Path.cwd(), Path(tempfile.gettempdir())):
+        rescue = folder / name
+        try:
+            to_netcdf(ds, rescue)
+        except Exception:  # try the next place
+            with contextlib.suppress(OSError):
+                rescue.unlink()
+            continue
+        msg = f"{output}: cannot be written ({reason}); the finished results are in {rescue}"
+        raise OutputError(msg)
+    msg = f"{output}: cannot be written ({reason}), nor saved beside it, here or in the temp folder"
+    raise OutputError(msg)
+
+
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP raise :class:`_Stopped` once; later ones are ignored
+    while the scan stops (engines shut down, temporary folders removed)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        for sig in _STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+        raise _Stopped(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _load_grid(
@@ -367,18 +533,22 @@ def _load_grid(
         raise InputError(msg) from exc
 
 
-def _interrupted(output: Path | None, to_store: bool) -> str:
+def _interrupted(output: Path | None, to_store: bool, signum: int) -> str:
+    what = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
     if not to_store or output is None or not output.exists():
-        return "pyhf-dask: interrupted; nothing was written (a .zarr output keeps finished points)"
+        return f"pyhf-dask: {what}; nothing was written (a .zarr output keeps finished points)"
     from pyhf_dask.results import as_str
-    from pyhf_dask.store import open_store
+    from pyhf_dask.store import is_result_store, open_store
 
+    if not is_result_store(output):
+        return f"pyhf-dask: {what} before the store {output} was made"
     ds = open_store(output)
     done = int((as_str(ds.status.values) != "pending").sum())
-    argv = [a for a in sys.argv[1:] if a != "--resume"]
+    dropped = ("--resume", "--overwrite", "--break-lock")
+    argv = [a for a in sys.argv[1:] if a not in dropped]
     command = shlex.join(["pyhf-dask", *argv, "--resume"])
     return (
-        f"pyhf-dask: interrupted; {done} of {ds.sizes['point']} points are stored in {output}. "
+        f"pyhf-dask: {what}; {done} of {ds.sizes['point']} points are stored in {output}. "
         f"Resume with: {command}"
     )
 
