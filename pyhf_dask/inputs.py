@@ -89,10 +89,12 @@ def limit(name: str) -> float:
 
 
 def too_large(where: str, name: str, what: str) -> InputLimit:
+    """The error for an input over limit ``name``; ``what`` holds ``{limit}``."""
     value = limit(name)
     shown = f"{value:g} MB" if name.endswith("size") else f"{value:g}"
     how = _HOW.get(name, f"the configuration key pyhf-dask.{name}")
-    return InputLimit(f"{where}: {what}, more than the limit of {shown} (raise it with {how})")
+    text = what.replace("{limit}", shown)
+    return InputLimit(f"{where}: {text} (raise the limit with {how})")
 
 
 def _read_capped(stream: Any, where: str) -> bytes:
@@ -107,7 +109,7 @@ def _read_capped(stream: Any, where: str) -> bytes:
         chunks.append(block)
         total += len(block)
         if total > cap:
-            raise too_large(where, "max-file-size", "larger than the limit")
+            raise too_large(where, "max-file-size", "larger than {limit}")
 
 
 def read_file(path: str | os.PathLike[str]) -> bytes:
@@ -133,6 +135,8 @@ def read_file(path: str | os.PathLike[str]) -> bytes:
             kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
             msg = f"{where}: not a regular file ({kind}); only regular files are read"
             raise InvalidJSON(msg)
+        if os.fstat(fd).st_size > limit("max-file-size") * _MB:
+            raise too_large(where, "max-file-size", "larger than {limit}")
         try:
             return _read_capped(file, where)
         except OSError as exc:
@@ -161,7 +165,7 @@ def _check_depth(data: bytes, where: str) -> None:
             levels = depth + np.cumsum(steps)
             deepest, depth = max(deepest, int(levels.max())), int(levels[-1])
         if deepest > cap:
-            raise too_large(where, "max-json-depth", "JSON nested deeper than the limit")
+            raise too_large(where, "max-json-depth", "JSON nested deeper than {limit} levels")
 
 
 def parse_json(text: str | bytes, where: str) -> Any:
@@ -352,16 +356,18 @@ class FileTree:
                 for info in tar:
                     count += 1
                     if count > limit("max-archive-members"):
-                        raise too_large(os.fspath(path), "max-archive-members", "too many members")
+                        raise too_large(
+                            os.fspath(path), "max-archive-members", "more than {limit} members"
+                        )
                     _check_member(path, info)
                     total += info.size if info.isfile() else 0
                     if total > limit("max-archive-size") * _MB:
-                        what = "its members hold more than the limit"
+                        what = "its members hold more than {limit}"
                         raise too_large(os.fspath(path), "max-archive-size", what)
                     if info.isfile() and info.name.endswith(".json"):
                         where = f"{path}:{info.name}"
                         if info.size > limit("max-file-size") * _MB:
-                            raise too_large(where, "max-file-size", "larger than the limit")
+                            raise too_large(where, "max-file-size", "larger than {limit}")
                         stream = tar.extractfile(info)
                         if stream is not None:
                             contents[info.name] = _read_capped(stream, where)

@@ -47,12 +47,15 @@ def check_shapes(spec: Mapping[str, Any], where: str, *, error: type = InvalidWo
         if n is None:
             continue
         if n > cap:
-            raise too_large(where, "max-bins", f"channel {name!r} has {n} bins")
+            raise too_large(
+                where, "max-bins", f"channel {name!r} has {n} bins, more than {{limit}}"
+            )
         bins[name] = n
-        for sample, size in zip(samples, sizes, strict=True):
+        if len({k for k in sizes if k is not None}) > 1:
+            shown = ", ".join(f"{s.get('name')}: {k}" for s, k in zip(samples, sizes, strict=True))
+            raise error(f"{where}: channel {name!r}: samples differ in their bins ({shown})")
+        for sample in samples:
             label = f"{where}: channel {name!r} has {n} bins but sample {sample.get('name')!r}"
-            if size is not None and size != n:
-                raise error(f"{label} has {size} values")
             for mod in sample.get("modifiers", []):
                 data = mod.get("data")
                 parts = data.items() if isinstance(data, dict) else [("data", data)]
@@ -64,7 +67,8 @@ def check_shapes(spec: Mapping[str, Any], where: str, *, error: type = InvalidWo
     for observation in spec.get("observations", []):
         name, size = observation.get("name"), _length(observation.get("data"))
         if size is not None and size > cap:
-            raise too_large(where, "max-bins", f"observations of {name!r} hold {size} values")
+            what = f"observations of {name!r} hold {size} values, more than " + "{limit}"
+            raise too_large(where, "max-bins", what)
         if size is not None and name in bins and size != bins[name]:
             msg = (
                 f"{where}: observations of channel {name!r} hold {size} values but the "

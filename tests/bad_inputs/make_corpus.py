@@ -409,6 +409,66 @@ def main() -> None:
         "workspace",
         r"channel 'SR' has no observations \(observations are given for: CR\)",
     )
+    longer = workspace()
+    longer["observations"][0]["data"] = [51.0, 48.0, 50.0]
+    write(
+        "39_observations_longer_than_bins",
+        {"BkgOnly.json": longer, "patch.sig_100_10.json": ok},
+        std,
+        "workspace",
+        r"observations of channel 'SR' hold 3 values but the channel has 2 bins",
+    )
+    write(
+        "40_patch_sample_with_other_bins",
+        {"BkgOnly.json": ws, "patch.sig_100_10.json": [signal_op((5.0, 4.0, 3.0))]},
+        std,
+        "patch",
+        r"patch 'sig_100_10': channel 'SR': samples differ in their bins \(signal: 3, bkg: 2\)",
+    )
+    write(
+        "41_more_bins_than_the_limit",
+        good,
+        [*std, "--max-bins", "1"],
+        "limit",
+        r"channel 'SR' has 2 bins, more than 1 \(raise the limit with --max-bins N\)",
+    )
+    write(
+        "42_json_nested_too_deep",
+        {"BkgOnly.json": "[" * 100_000 + "]" * 100_000, "patch.sig_100_10.json": ok},
+        std,
+        "limit",
+        r"BkgOnly\.json: JSON nested deeper than 64 levels",
+    )
+    write(
+        "43_file_larger_than_the_limit",
+        {"BkgOnly.json": ws, "patch.sig_100_10.json": json.dumps(ok) + " " * 20_000},
+        [*std, "--max-file-size", "0.01"],
+        "limit",
+        r"patch\.sig_100_10\.json: larger than 0\.01 MB \(raise the limit with --max-file-size",
+    )
+    histo = workspace()
+    histo["channels"][0]["samples"][0]["modifiers"].append(
+        {"name": "h", "type": "histosys", "data": {"hi_data": [51.0], "lo_data": [49.0, 50.0]}}
+    )
+    write(
+        "44_modifier_with_other_bins",
+        {"BkgOnly.json": histo, "patch.sig_100_10.json": ok},
+        std,
+        "workspace",
+        r"sample 'bkg' modifier 'h' hi_data has 1 values",
+    )
+    member = b"[" * 70 + b"]" * 70
+    write(
+        "45_archive_member_nested_too_deep",
+        {
+            "archive.tar.gz": tar(
+                {"R/BkgOnly.json": json.dumps(ws).encode(), "R/patch.sig_1_2.json": member}
+            )
+        },
+        ["{case}/archive.tar.gz"],
+        "limit",
+        r"archive\.tar\.gz:R/patch\.sig_1_2\.json: JSON nested deeper than 64 levels",
+    )
 
 
 if __name__ == "__main__":
