@@ -228,12 +228,11 @@ def analysis_text(
     return "\n".join(lines) or None
 
 
-def legend(
-    ax: Axes, *, title: str | None = None, loc: str = "upper left", frame: bool = False
-) -> None:
+def legend(ax: Axes, *, title: str | None = None, loc: str = "upper left") -> None:
     """The legend in a fixed order, headed by the analysis label when there is one.
 
-    ``frame=True`` puts it on a white background, for plots it may cover.
+    It has a white, slightly transparent background without an edge, so that it stays
+    readable where it covers a band.
     """
     handles, labels = ax.get_legend_handles_labels()
     order = sorted(range(len(labels)), key=lambda i: _legend_rank(labels[i]))
@@ -241,7 +240,7 @@ def legend(
         [handles[i] for i in order],
         [labels[i] for i in order],
         loc=loc,
-        frameon=frame,
+        frameon=True,
         framealpha=0.85,
         edgecolor="none",
         fontsize=9,

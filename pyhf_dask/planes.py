@@ -15,6 +15,7 @@ import numpy as np
 import xarray as xr
 
 from pyhf_dask.exceptions import InputError, InvalidOption
+from pyhf_dask.results import as_str
 
 __all__ = [
     "CURVES",
@@ -325,14 +326,14 @@ def select_plane(
         msg = f"{at} holds {holds} of the {x}-{y} plane, not a 2-D grid; {_grid_hint(ds, x, y)}"
         raise InvalidOption(msg)
     n = ds.sizes["point"]
-    status = np.asarray(chosen["status"].values).astype(str) if "status" in ds else np.full(n, "")
+    status = as_str(chosen["status"].values) if "status" in ds else np.full(n, "")
     if status.ndim > 1:  # a status per POI value: failed if any failed
         status = np.where(
             (status == "failed").any(axis=tuple(range(1, status.ndim))),
             "failed",
             status.reshape(n, -1)[:, 0],
         )
-    patch = np.asarray(ds["patch"].values).astype(str) if "patch" in ds.coords else np.arange(n)
+    patch = as_str(ds["patch"].values) if "patch" in ds.coords else np.arange(n)
     return Plane(x, y, selection, xs, ys, patch[mask], status[mask], values, poi_value)
 
 

@@ -235,8 +235,15 @@ def _fit_axes(ax: Axes, plane: Plane) -> None:
 
 
 def _kinematic_line(ax: Axes, plane: Plane, offset: float, ds: xr.Dataset, symbols: bool) -> None:
-    """The line ``y = x - offset`` across the axes, e.g. m(χ̃⁰₂) = m(b̃₁) for offset 0."""
+    """The line ``y = x - offset`` across the axes, e.g. m(χ̃⁰₂) = m(b̃₁) for offset 0.
+
+    Nothing is drawn (nor put in the legend) when the line does not cross the axes.
+    """
     xs = np.array(ax.get_xlim())
+    low, high = ax.get_ylim()
+    if (xs - offset).max() < low or (xs - offset).min() > high:
+        log.info("the kinematic limit lies outside the plotted range: not drawn")
+        return
     unit = unit_of(plane.x_name, ds)
     shift = f" − {offset:g}{' ' + unit if unit else ''}" if offset else ""
     y_text = coordinate_text(plane.y_name, symbols=symbols)

@@ -34,6 +34,7 @@ from pyhf_dask.figures import (
     poi_symbol,
 )
 from pyhf_dask.plots import _colour_points, _dress_plane
+from pyhf_dask.results import as_str
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -44,7 +45,7 @@ __all__ = ["plot_brazil", "plot_upper_limits"]
 
 def _point_index(ds: xr.Dataset, point: int | str) -> int:
     if isinstance(point, str):
-        names = np.asarray(ds["patch"].values).astype(str)
+        names = as_str(ds["patch"].values)
         found = np.flatnonzero(names == point)
         if not found.size:
             msg = f"no point named {point!r} in the result"
@@ -129,7 +130,7 @@ def plot_brazil(
     name = str(one["patch"].values) if "patch" in one.coords else f"point {index}"
     ax.set_title(f"{name}: upper limit at {cl:.0%} CL", fontsize=11)
     ax.set_xlim(mu.min(), mu.max())
-    legend(ax, title=analysis_text(label, energy=energy, lumi=lumi), loc="upper right", frame=True)
+    legend(ax, title=analysis_text(label, energy=energy, lumi=lumi), loc="upper right")
     return finish(ax, save_figure)
 
 
