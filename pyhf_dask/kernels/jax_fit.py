@@ -152,6 +152,9 @@ def newton_fit(
         step = jnp.where(free & ok, step, 0.0)
         # parallel backtracking along the projected path: the lowest -2 log L wins
         values, trials = _line_search(theta, _STEPS[:, None] * step, lower, upper)
+        # no Newton step (the damped system is not positive definite): no Newton trial, or
+        # rounding noise between two evaluations of the same point would pass for progress
+        values = jnp.where(ok & jnp.any(step != 0.0), values, jnp.inf)
         best = jnp.argmin(values)
         # no Newton progress: try a direction of negative curvature (the free parameter
         # of lowest curvature, both signs), which leaves a saddle or a local maximum

@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 #: ``-2 log L`` by which a free fit may exceed a fixed one before it is called a local minimum.
 GAP_TOLERANCE = 1e-6
+#: Rounds of free fits restarted from a lower fixed fit.
+MAX_ROUNDS = 3
 
 
 def consistency_gap(value: np.ndarray, free_kind: int) -> np.ndarray:
@@ -119,17 +121,7 @@ def fit_family(
     concave = first.get("concave", np.zeros(n * n_fit, bool)).reshape(n, n_fit)
     restarts = np.zeros((n, n_fit), dtype=np.int64)
 
-    gap = consistency_gap(raw_value, free_kind)
-    doubtful = (~converged).any(axis=1) | concave.any(axis=1) | (gap > GAP_TOLERANCE)
-    todo: list[tuple[int, int, np.ndarray, bool]] = []
-    for p in np.flatnonzero(doubtful):
-        for k in range(n_fit):
-            if concave[p, k]:
-                todo.append((int(p), k, start[p], True))
-            for j in _sources(k, raw_value[p], free_kind, order):
-                todo.append((int(p), k, theta[p, j], False))
-    if todo:
-        log.debug("second starts: %d fits of %d points", len(todo), int(doubtful.sum()))
+    def second_starts(todo: list[tuple[int, int, np.ndarray, bool]]) -> None:
         rows2 = np.array([t[0] for t in todo])
         kinds2 = np.array([t[1] for t in todo])
         init2, fixed2 = starts(rows2, kinds2, np.stack([t[2] for t in todo]))
@@ -151,6 +143,31 @@ def fit_family(
                 if second["converged"][r]:
                     value[i, k] = second["value"][r]
                     converged[i, k] = True
+
+    # first look: every fit of a doubtful point again, from its siblings and mirrored
+    gap = consistency_gap(raw_value, free_kind)
+    doubtful = (~converged).any(axis=1) | concave.any(axis=1) | (gap > GAP_TOLERANCE)
+    todo: list[tuple[int, int, np.ndarray, bool]] = []
+    for p in np.flatnonzero(doubtful):
+        for k in range(n_fit):
+            if concave[p, k]:
+                todo.append((int(p), k, start[p], True))
+            for j in _sources(k, raw_value[p], free_kind, order):
+                todo.append((int(p), k, theta[p, j], False))
+    if todo:
+        log.debug("second starts: %d fits of %d points", len(todo), int(doubtful.sum()))
+        second_starts(todo)
+    # a fixed fit may have found a lower mode: the free fit starts from it, until consistent
+    for _ in range(MAX_ROUNDS):
+        gap = consistency_gap(raw_value, free_kind)
+        late = np.flatnonzero(gap > GAP_TOLERANCE)
+        if not late.size:
+            break
+        others = np.delete(raw_value[late], free_kind, axis=1)
+        lowest = np.delete(np.arange(n_fit), free_kind)[np.argmin(others, axis=1)]
+        second_starts(
+            [(int(p), free_kind, theta[p, j], False) for p, j in zip(late, lowest, strict=True)]
+        )
     return {
         "theta": theta,
         "value": raw_value,

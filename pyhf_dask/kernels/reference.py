@@ -20,8 +20,9 @@ import numpy as np
 
 from pyhf_dask.grid import Patch
 from pyhf_dask.kernels import empty_result
+from pyhf_dask.kernels.certify import kkt_residual, lower_mode
 
-__all__ = ["FitRecord", "build_model", "hypotest_chunk", "kkt_residual"]
+__all__ = ["FitRecord", "build_model", "hypotest_chunk"]
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +30,16 @@ log = logging.getLogger(__name__)
 class FitRecord:
     """What one minimisation did: success flag, iterations, message, projected gradient."""
 
-    __slots__ = ("gradient", "message", "n_iter", "success")
+    __slots__ = ("gradient", "message", "n_iter", "success", "value")
 
-    def __init__(self, success: bool, n_iter: int, message: str, gradient: float) -> None:
+    def __init__(
+        self, success: bool, n_iter: int, message: str, gradient: float, value: float = np.nan
+    ) -> None:
         self.success = success
         self.n_iter = n_iter
         self.message = message
         self.gradient = gradient
+        self.value = value
 
     def describe(self) -> str:
         """One-line summary of the fit: flag, iterations, KKT residual, optimizer message."""
@@ -46,55 +50,34 @@ class FitRecord:
         )
 
 
-def kkt_residual(
-    func: Any,
-    x: np.ndarray,
-    bounds: Any,
-    fixed: list[int],
-    *,
-    do_grad: bool = False,
-    step: float = 1e-6,
-) -> float:
-    """Largest violation of the first-order conditions of a bounded minimum, kinks included.
+#: -2 log L by which pyhf's free fit may end above a fixed-POI fit of the same data.
+CONSISTENCY_TOLERANCE = 1e-3
 
-    For every parameter that is not fixed, one-sided differences of the objective give the
-    slope to the right (``g_plus``) and to the left (``g_minus``); at a minimum no side
-    descends: ``g_plus >= 0`` unless at the upper bound, ``g_minus <= 0`` unless at the
-    lower bound. The residual is ``max(-g_plus, g_minus, 0)`` over the parameters: the
-    absolute gradient where the objective is smooth, and 0 at a kink whose one-sided
-    derivatives bracket 0 (where a two-sided difference would report the jump).
 
-    Example:
-        >>> f = lambda x: abs(x[0]) + (x[1] - 1.0) ** 2
-        >>> round(kkt_residual(f, np.array([0.0, 1.0]), [(-5, 5), (-5, 5)], []), 4)
-        0.0
-        >>> round(kkt_residual(f, np.array([0.2, 1.0]), [(-5, 5), (-5, 5)], []), 4)
-        1.0
+def _local_minima(fits: list[FitRecord]) -> list[FitRecord]:
+    """The free fits of one hypotest that ended above a fixed-POI fit of the same data.
+
+    pyhf 0.7.6's asymptotic ``hypotest`` fits, in order: POI = mu on the data, free on the
+    data, POI = 0 on the data (Asimov parameters), POI = mu on the Asimov data, free on the
+    Asimov data. A free fit is the lowest fit of its data at a global minimum.
     """
-
-    def value(point: np.ndarray) -> float:
-        out = func(point)
-        return float(np.asarray(out[0] if do_grad else out))
-
-    x = np.asarray(x, dtype=np.float64)
-    b = np.asarray(bounds, dtype=np.float64) if bounds is not None else None
-    f0 = value(x)
-    worst = 0.0
-    for j in range(x.size):
-        if j in fixed:
-            continue
-        h = step * max(1.0, abs(x[j]))
-        lo = -np.inf if b is None else b[j, 0]
-        hi = np.inf if b is None else b[j, 1]
-        if x[j] + h <= hi:
-            right = x.copy()
-            right[j] += h
-            worst = max(worst, -(value(right) - f0) / h)
-        if x[j] - h >= lo:
-            left = x.copy()
-            left[j] -= h
-            worst = max(worst, (f0 - value(left)) / h)
-    return worst if np.isfinite(worst) else float("inf")
+    if len(fits) != 5:
+        return []
+    data_fixed = min(fits[0].value, fits[2].value)
+    out = []
+    for free, fixed in ((fits[1], data_fixed), (fits[4], fits[3].value)):
+        if free.value > fixed + CONSISTENCY_TOLERANCE:
+            out.append(
+                FitRecord(
+                    False,
+                    free.n_iter,
+                    f"local minimum: the free fit ends {free.value - fixed:.3g} above a "
+                    "fixed-POI fit of the same data",
+                    free.gradient,
+                    free.value,
+                )
+            )
+    return out
 
 
 _LOCAL = threading.local()
@@ -139,20 +122,22 @@ def _recording_optimizer(tolerance: float | None) -> Any:
                 fixed_vals=fixed_vals,
                 options=options or {},
             )
-            _records().append(
-                FitRecord(
-                    bool(result.success),
-                    int(getattr(result, "nit", -1)),
-                    str(result.message),
-                    kkt_residual(
-                        func,
-                        result.x,
-                        bounds,
-                        [int(i) for i, _ in fixed_vals or []],
-                        do_grad=do_grad,
-                    ),
-                )
+            fixed = [int(i) for i, _ in fixed_vals or []]
+            value = float(np.asarray(result.fun).ravel()[0])
+            record = FitRecord(
+                bool(result.success),
+                int(getattr(result, "nit", -1)),
+                str(result.message),
+                kkt_residual(func, result.x, bounds, fixed, do_grad=do_grad),
+                value,
             )
+            lower = lower_mode(func, result.x, value, bounds, fixed, do_grad=do_grad)
+            if lower is not None:
+                record.gradient = float("inf")
+                record.message = (
+                    f"a local minimum: a mirrored start reaches -2lnL {value - lower:.3g} lower"
+                )
+            _records().append(record)
             return result
 
     return RecordingOptimizer(tolerance=tolerance)
@@ -216,6 +201,10 @@ def hypotest_chunk(
                         return_expected_set=True,
                     )
                 wrong = [r for r in records[first:] if not r.gradient <= tolerance]
+                wrong += _local_minima(records[first:])
+                if not wrong and not np.isfinite([float(obs), *map(float, exp)]).all():
+                    # pyhf's 0/0 where q_A is 0 (POI = 0 under qtilde, say)
+                    wrong = [FitRecord(False, 0, "pyhf returned non-finite CLs", np.nan)]
                 bad += [(poi, r) for r in wrong]
                 ok[j] = not wrong
                 if ok[j]:
