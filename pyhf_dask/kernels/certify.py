@@ -73,8 +73,6 @@ def kkt_residual(
     return worst if np.isfinite(worst) else float("inf")
 
 
-
-
 def lower_mode(
     func: Any,
     x: np.ndarray,

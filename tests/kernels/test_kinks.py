@@ -135,7 +135,7 @@ SHAPES = {
 }
 
 
-@pytest.mark.parametrize("codes", CODES, ids=lambda c: "/".join(c))
+@pytest.mark.parametrize("codes", CODES, ids="/".join)
 @pytest.mark.parametrize("shape", sorted(SHAPES))
 def test_shape_matches_careful_minimisation(shape: str, codes: tuple[str, str]) -> None:
     from pyhf_dask.kernels.jax_kernel import hypotest_chunk
