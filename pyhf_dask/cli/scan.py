@@ -94,7 +94,7 @@ def format_table(ds: xr.Dataset, *, limit: int | None = None) -> str:
     rows = ["  ".join(["patch".ljust(width), *(h.rjust(cell) for h in header), "status"])]
     obs = np.asarray(ds["CLs_obs"].values, dtype=float)
     exp = np.asarray(ds["CLs_exp"].values, dtype=float)
-    status = np.asarray(ds["status"].values).astype(str)
+    status = [str(value) for value in np.asarray(ds["status"].values)]
     count = len(names) if limit is None else min(limit, len(names))
     for i in order[:count]:
         numbers = [f"{v:{cell}.4f}" for v in (obs[i], *exp[i])]
