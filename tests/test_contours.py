@@ -246,6 +246,7 @@ def test_region_a_file_matches_the_reference_values(region_a: xr.Dataset) -> Non
         assert value == pytest.approx(cls, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_region_a_observed_contour_separates_the_reference_points(region_a: xr.Dataset) -> None:
     found = find_contours(region_a)
     assert (found.x_name, found.y_name, found.selection) == ("msb", "mn2", {"mn1": 60.0})

@@ -98,6 +98,7 @@ def test_exclusion_plot_of_region_a(region_a: xr.Dataset, tmp_path: Path) -> Non
     assert (tmp_path / "exclusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_exclusion_plot_options_and_formats(region_a: xr.Dataset, tmp_path: Path) -> None:
     fig = plots.plot_exclusion(
         region_a,
@@ -121,6 +122,7 @@ def test_exclusion_plot_options_and_formats(region_a: xr.Dataset, tmp_path: Path
     assert b"<svg" in (tmp_path / "ex.svg").read_bytes()[:500]
 
 
+@pytest.mark.slow
 def test_failed_points_are_marked(region_a: xr.Dataset) -> None:
     ds = region_a.copy(deep=True)
     index = int(np.flatnonzero((ds.mn1 == 60).values)[0])
