@@ -24,4 +24,4 @@ pyhf-dask scan "$ARCHIVE" \
 printf '==> drawing the exclusion plot\n' >&2
 pyhf-dask plot out/regionA.nc -o out/exclusion_regionA.png --band2 --symbols \
   --label "ATLAS sbottom multi-b, RegionA (pyhf_dask)" --energy 13 --lumi 139 \
-  --kinematic-limit msb=mn2
+  --kinematic-limit 0
