@@ -109,7 +109,7 @@ def open_store(path: str | os.PathLike[str]) -> xr.Dataset:
     """Open a result store (complete or not) as an in-memory Dataset."""
     require("zarr", "zarr")
     with xr.open_zarr(os.fspath(path), consolidated=False) as ds:
-        return ds.load()
+        return ds.load(scheduler="synchronous")  # a local read, never on remote workers
 
 
 def is_result_store(path: str | os.PathLike[str]) -> bool:

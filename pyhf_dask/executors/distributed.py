@@ -162,11 +162,12 @@ def open_distributed(
     cluster = None
     client = None
     try:
+        # not the default scheduler: local reads (a store) never go to the workers
         if scheduler_address:
-            client = distributed.Client(scheduler_address)
+            client = distributed.Client(scheduler_address, set_as_default=False)
         else:
             cluster = local_cluster(workers)
-            client = distributed.Client(cluster)
+            client = distributed.Client(cluster, set_as_default=False)
         log.info("dask.distributed scheduler at %s", client.scheduler.address)
         with contextlib.suppress(Exception):
             client.run(_quiet_pyhf)
@@ -179,9 +180,16 @@ def open_distributed(
             name="dask.distributed",
         )
     finally:
-        if client is not None:
-            with contextlib.suppress(Exception):
-                client.close(timeout=10)
-        if cluster is not None:
-            with contextlib.suppress(Exception):
-                cluster.close(timeout=10)
+        # closing with tasks still on a stuck worker logs asyncio tracebacks: keep them out
+        quiet = logging.getLogger("asyncio")
+        level = quiet.level
+        quiet.setLevel(logging.CRITICAL)
+        try:
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    client.close(timeout=10)
+            if cluster is not None:
+                with contextlib.suppress(Exception):
+                    cluster.close(timeout=10)
+        finally:
+            quiet.setLevel(level)

@@ -15,6 +15,7 @@ import logging
 import os
 import runpy
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,6 +52,16 @@ def local_config(workers: int | None = None, run_dir: str | None = None) -> Any:
         heartbeat_threshold=6,
         provider=LocalProvider(init_blocks=1, min_blocks=1, max_blocks=1),
     )
+    # Parsl starts its interchange and worker pool by command name: use the ones of this
+    # environment when it is not on PATH (a virtualenv run without activating it)
+    bindir = os.path.dirname(sys.executable)
+    for name in ("interchange.py", "process_worker_pool.py"):
+        beside = os.path.join(bindir, name)
+        if shutil.which(name) is None and os.access(beside, os.X_OK):
+            htex.interchange_launch_cmd = [
+                beside if part == name else part for part in htex.interchange_launch_cmd
+            ]
+            htex.launch_cmd = htex.launch_cmd.replace(f"{name} ", f"{beside} ", 1)
     return Config(
         executors=[htex],
         retries=0,
@@ -124,10 +135,35 @@ def open_parsl(
         # Parsl cannot cancel tasks (its futures raise NotImplementedError): the DFK's
         # cleanup stops the interchange and the worker pool, and open_scheduler kills
         # any process (a stopped worker) that outlives it
+        started = _detached(tmp) if tmp else []
         if pool is not None:
             try:
                 pool.shutdown(wait=False)
             except Exception:  # teardown goes on
                 log.warning("Parsl shutdown failed", exc_info=log.isEnabledFor(logging.DEBUG))
         if tmp:
+            left = [*started, *_detached(tmp)]
+            if left:
+                from pyhf_dask.executors.local import stop_processes
+
+                log.info("stopping %d Parsl processes left running", len(left))
+                stop_processes(left, grace=3.0)
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _detached(marker: str) -> list[Any]:
+    """What Parsl started outside this process tree (the LocalProvider's worker pool runs
+    in its own session): processes whose command line names our run directory, and their
+    descendants (workers, which a stopped state keeps alive through the pool's SIGTERM)."""
+    try:
+        import psutil
+    except ImportError:  # pragma: no cover - psutil comes with parsl
+        return []
+    found = {}
+    for proc in psutil.process_iter(["cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            if marker in " ".join(proc.info["cmdline"] or []):
+                found[proc.pid] = proc
+                found.update({c.pid: c for c in proc.children(recursive=True)})
+    found.pop(os.getpid(), None)
+    return list(found.values())

@@ -1,0 +1,105 @@
+"""Workers die or stop, the scan goes on: real CLI scans, real SIGKILL and SIGSTOP.
+
+Each scan writes a .zarr store of 64 seed-model points (16 chunks) with two workers;
+the fault is injected once a few chunks are stored, and the finished store must equal a
+clean run with every point converged, with no process of the scan left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+from test_faults_support import (
+    FAST,
+    assert_all_gone,
+    assert_same,
+    clean_run,
+    done,
+    scan_tree,
+    seed_inputs,
+    start,
+    wait_for,
+    workers,
+)
+
+from pyhf_dask.store import open_store
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+N = 64
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    return seed_inputs(tmp_path_factory.mktemp("seed"), N)
+
+
+@pytest.fixture(scope="module")
+def clean(inputs):
+    return clean_run(inputs)
+
+
+def _fault_scan(inputs, store, sig, *extra, executor="local"):
+    """Scan, send ``sig`` to one worker after 8 points are stored; return the result."""
+    args = [*inputs, *FAST, "--workers", "2", "--executor", executor, "-o", str(store), *extra]
+    proc = start(*args, tmp=store.parent)
+    wait_for(lambda: done(store) >= 8, proc)
+    victims = workers(proc.pid, store.parent)
+    assert victims, "no worker process found"
+    tree = scan_tree(proc.pid, store.parent)
+    started = time.monotonic()
+    os.kill(victims[-1].pid, sig)
+    _, err = proc.communicate(timeout=240)
+    assert "Traceback" not in err, err
+    assert proc.returncode == 0, err
+    assert_all_gone(tree)
+    return open_store(store), err, time.monotonic() - started
+
+
+def test_sigkill_local_worker_pool_is_replaced(inputs, clean, tmp_path):
+    ds, err, _ = _fault_scan(inputs, tmp_path / "k.zarr", signal.SIGKILL)
+    assert_same(ds, clean)  # 120 of 120 converged: the lost chunks were retried
+    assert "starting a new pool" in err
+    assert f"{N} points: {N} converged, 0 failed" in err
+
+
+def test_sigstop_local_worker_is_killed_and_its_task_retried(inputs, clean, tmp_path):
+    ds, err, elapsed = _fault_scan(inputs, tmp_path / "s.zarr", signal.SIGSTOP, "--timeout", "5")
+    assert_same(ds, clean)
+    assert "no result within 5 s of running" in err
+    assert elapsed < 90  # no hang in shutdown on the stopped worker
+
+
+def test_timeout_counts_running_time_not_queue_time(inputs, clean, tmp_path):
+    """16 chunks on 2 workers: each runs well under 3 s, but most wait longer in line."""
+    store = tmp_path / "t.zarr"
+    proc = start(*inputs, *FAST, "--workers", "2", "--timeout", "3", "-o", str(store), tmp=tmp_path)
+    _, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, err
+    assert "TimeoutError" not in err and "retrying" not in err
+    assert_same(open_store(store), clean)
+
+
+@pytest.mark.slow
+def test_sigstop_distributed_worker_is_avoided(inputs, clean, tmp_path):
+    pytest.importorskip("distributed")
+    ds, err, elapsed = _fault_scan(
+        inputs, tmp_path / "d.zarr", signal.SIGSTOP, "--timeout", "8", executor="distributed"
+    )
+    assert_same(ds, clean)
+    assert "avoiding worker" in err
+    assert elapsed < 150
+
+
+@pytest.mark.slow
+def test_sigstop_parsl_worker_then_scan_finishes(inputs, clean, tmp_path):
+    pytest.importorskip("parsl")
+    ds, err, elapsed = _fault_scan(
+        inputs, tmp_path / "p.zarr", signal.SIGSTOP, "--timeout", "8", executor="parsl"
+    )
+    assert_same(ds, clean)
+    assert "NotImplementedError" not in err
+    assert elapsed < 150
