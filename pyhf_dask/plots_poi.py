@@ -57,6 +57,20 @@ def _point_index(ds: xr.Dataset, point: int | str) -> int:
     return int(point)
 
 
+def _all_failed(one: xr.Dataset, index: int) -> None:
+    """One-line error for a point without any finite CLs, with the reason recorded."""
+    name = str(one["patch"].values) if "patch" in one.coords else f"point {index}"
+    reason = ""
+    if "message" in one:
+        text = " ".join(str(np.ravel(np.asarray(one["message"].values))[0]).split())
+        reason = f": {text[:120]}" if text else ""
+    msg = (
+        f"the fits of {name} failed at every POI value, nothing to draw (see the 'message' "
+        f"variable{reason})"
+    )
+    raise InvalidOption(msg)
+
+
 def plot_brazil(
     ds: xr.Dataset,
     *,
@@ -101,6 +115,8 @@ def plot_brazil(
         int(b): np.asarray(one["CLs_exp"].sel(band=b).values, dtype=float)
         for b in ds["band"].values
     }
+    if not (np.isfinite(obs).any() or np.isfinite(exp[0]).any()):
+        _all_failed(one, index)
     ax = new_axes(ax)
     for sigma in (2, 1):
         ax.fill_between(

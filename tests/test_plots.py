@@ -279,3 +279,18 @@ def test_save_figure_creates_the_folder(region_a: xr.Dataset, tmp_path: Path) ->
     path = plots.save_figure(fig, tmp_path / "figures" / "exclusion.pdf")
     assert path == tmp_path / "figures" / "exclusion.pdf"
     assert path.read_bytes()[:5] == b"%PDF-"
+
+
+def test_brazil_of_a_failed_point_says_so(poi_scan: xr.Dataset) -> None:
+    ds = poi_scan.copy(deep=True)
+    ds["CLs_obs"][0] = np.nan
+    ds["CLs_exp"][0] = np.nan
+    ds["status"][0] = "failed"
+    ds["message"][0] = "fit did not converge"
+    name = str(ds.patch.values[0])
+    with pytest.raises(InvalidOption) as error:
+        plots_poi.plot_brazil(ds, point=0)
+    assert str(error.value) == (
+        f"the fits of {name} failed at every POI value, nothing to draw "
+        "(see the 'message' variable: fit did not converge)"
+    )
