@@ -15,8 +15,10 @@ import logging
 import os
 import runpy
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -121,7 +123,8 @@ def open_parsl(
         parsl_config = config
     pool = None
     try:
-        pool = ParslPoolExecutor(parsl_config)
+        with _children_ignore_sigint():
+            pool = ParslPoolExecutor(parsl_config)
         yield ExecutorScheduler(
             pool,
             retries=retries,
@@ -137,10 +140,7 @@ def open_parsl(
         # any process (a stopped worker) that outlives it
         started = _detached(tmp) if tmp else []
         if pool is not None:
-            try:
-                pool.shutdown(wait=False)
-            except Exception:  # teardown goes on
-                log.warning("Parsl shutdown failed", exc_info=log.isEnabledFor(logging.DEBUG))
+            _shutdown(pool)
         if tmp:
             left = [*started, *_detached(tmp)]
             if left:
@@ -149,6 +149,50 @@ def open_parsl(
                 log.info("stopping %d Parsl processes left running", len(left))
                 stop_processes(left, grace=3.0)
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _children_ignore_sigint() -> Iterator[None]:
+    """Start Parsl's interchange with SIGINT ignored (inherited through exec): a terminal's
+    Ctrl-C reaches the whole process group, and a dead interchange would leave the DFK's
+    cleanup waiting for it forever. This process handles Ctrl-C and stops it instead."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _shutdown(pool: Any, timeout: float = 60.0) -> None:
+    """The DFK's cleanup, given up after ``timeout`` (it waits on the interchange)."""
+
+    def cleanup() -> None:
+        try:
+            pool.shutdown(wait=False)
+        except Exception:  # teardown goes on
+            log.warning("Parsl shutdown failed", exc_info=log.isEnabledFor(logging.DEBUG))
+
+    if _interchange_dead(pool):  # the cleanup would wait for it forever
+        log.info("Parsl's interchange is gone; stopping its processes directly")
+        return
+    thread = threading.Thread(target=cleanup, name="parsl-shutdown", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        log.warning("Parsl did not shut down within %g s; stopping its processes", timeout)
+
+
+def _interchange_dead(pool: Any) -> bool:
+    """Whether an interchange this process started has exited (killed by a signal)."""
+    dfk = getattr(pool, "_dfk", None)
+    for executor in getattr(dfk, "executors", {}).values():
+        proc = getattr(executor, "interchange_proc", None)
+        if proc is not None and hasattr(proc, "poll") and proc.poll() is not None:
+            return True
+    return False
 
 
 def _detached(marker: str) -> list[Any]:
