@@ -360,14 +360,15 @@ class FileTree:
                             os.fspath(path), "max-archive-members", "more than {limit} members"
                         )
                     _check_member(path, info)
+                    json_member = info.isfile() and info.name.endswith(".json")
+                    where = f"{path}:{info.name}"
+                    if json_member and info.size > limit("max-file-size") * _MB:
+                        raise too_large(where, "max-file-size", "larger than {limit}")
                     total += info.size if info.isfile() else 0
                     if total > limit("max-archive-size") * _MB:
                         what = "its members hold more than {limit}"
                         raise too_large(os.fspath(path), "max-archive-size", what)
-                    if info.isfile() and info.name.endswith(".json"):
-                        where = f"{path}:{info.name}"
-                        if info.size > limit("max-file-size") * _MB:
-                            raise too_large(where, "max-file-size", "larger than {limit}")
+                    if json_member:
                         stream = tar.extractfile(info)
                         if stream is not None:
                             contents[info.name] = _read_capped(stream, where)
