@@ -39,8 +39,6 @@ def _scan(archive: Path, *options: str) -> subprocess.CompletedProcess[str]:
         "code4",
         "--histosys-interpcode",
         "code4p",
-        "--kernel",
-        "pyhf",
         "--executor",
         "distributed",
         "--workers",
