@@ -39,13 +39,19 @@ def upper_limits(
         poi_values: the scanned POI values, increasing.
         cl: confidence level.
 
+    POI values whose CLs are not all finite (not certified) are left out of a point's
+    scan, so that one failed value does not cost the point its limit; a point keeps NaN
+    limits when fewer than two values are left.
+
     Returns:
-        ``(obs, exp)`` of shapes ``(n_points,)`` and ``(n_points, 5)``; NaN where the
-        point's scan has a failed value.
+        ``(obs, exp)`` of shapes ``(n_points,)`` and ``(n_points, 5)``.
 
     Example:
         >>> obs, exp = upper_limits(np.array([[0.5, 0.01]]), np.full((1, 2, 5), 0.5), [0, 1])
         >>> round(float(obs[0]), 4)
+        0.9184
+        >>> cls = np.array([[0.5, np.nan, 0.01]])
+        >>> round(float(upper_limits(cls, np.full((1, 3, 5), 0.5), [0, 0.5, 1])[0][0]), 4)
         0.9184
     """
     alpha = 1.0 - cl
@@ -55,9 +61,11 @@ def upper_limits(
     exp = np.full((n_points, len(BAND)), np.nan)
     for i in range(n_points):
         curves = np.concatenate([cls_obs[i][None, :], cls_exp[i].T], axis=0)
-        if not np.isfinite(curves).all():
+        good = np.isfinite(curves).all(axis=0)
+        if good.sum() < 2:
             continue
-        limits = [np.interp(alpha, curve[::-1], scan[::-1]) for curve in curves]
+        curves, values = curves[:, good], scan[good]
+        limits = [np.interp(alpha, curve[::-1], values[::-1]) for curve in curves]
         obs[i] = limits[0]
         exp[i] = limits[1:]
     return obs, exp
@@ -90,9 +98,13 @@ class ScanSummary(NamedTuple):
     n_converged: int
     n_fallback: int
     n_failed: int
+    #: Points with some POI values certified and the others NaN.
+    n_partial: int = 0
 
     def __str__(self) -> str:
         text = f"{self.n_points} points: {self.n_converged} converged, {self.n_failed} failed"
+        if self.n_partial:
+            text += f", {self.n_partial} partial (some POI values failed)"
         return text + (f", {self.n_fallback} by fallback kernel" if self.n_fallback else "")
 
 
@@ -115,6 +127,7 @@ def summarize(ds: xr.Dataset) -> ScanSummary:
         n_converged=int((status == "converged").sum()),
         n_fallback=int((status == "fallback").sum()),
         n_failed=int((status == "failed").sum()),
+        n_partial=int((status == "partial").sum()),
     )
 
 

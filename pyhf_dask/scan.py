@@ -234,7 +234,7 @@ def _provenance(
 def _describe(ds: xr.Dataset) -> None:
     ds["CLs_obs"].attrs["long_name"] = "observed CLs"
     ds["CLs_exp"].attrs["long_name"] = "expected CLs (band in standard deviations)"
-    ds["status"].attrs["description"] = "converged | failed | fallback"
+    ds["status"].attrs["description"] = "converged | partial | failed | fallback"
     ds["message"].attrs["description"] = "what the optimizer or the kernel said"
     ds["fit_time"].attrs["units"] = "s"
     ds["band"].attrs["units"] = "standard deviations"

@@ -132,13 +132,13 @@ def format_table(ds: xr.Dataset, *, limit: int | None = None) -> str:
     "--normsys-interpcode",
     type=click.Choice(["code1", "code4"]),
     default=None,
-    help="normsys interpolation [default: pyhf's code1].",
+    help="normsys interpolation [default: code4, as pyhf's Model()].",
 )
 @click.option(
     "--histosys-interpcode",
     type=click.Choice(["code0", "code2", "code4p"]),
     default=None,
-    help="histosys interpolation [default: pyhf's code0].",
+    help="histosys interpolation [default: code4p, as pyhf's Model()].",
 )
 @click.option(
     "--scipy-tolerance",

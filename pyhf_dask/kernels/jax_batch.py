@@ -237,7 +237,7 @@ def run_fits(
             if key in out:
                 got = np.asarray(out[key])[:k]
                 if key not in extra:
-                    extra[key] = np.zeros(n, dtype=got.dtype)
+                    extra[key] = np.zeros((n, *got.shape[1:]), dtype=got.dtype)
                 extra[key][idx] = (extra[key][idx] | got) if key == "concave" else got
         # finished: converged, stopped early without converging, or out of iterations
         finished = done_now | (steps < ROUND) | (n_iter[idx] >= MAX_ITER)

@@ -59,6 +59,8 @@ _STEPS = jnp.asarray([1.0, 0.5, 0.25, 0.1, 0.03, 0.01])
 _CURVATURE_STEPS = jnp.asarray([1.0, -1.0, 0.25, -0.25])
 #: Relative size of a negative Hessian diagonal entry that counts as negative curvature.
 _NEGATIVE = 1e-6
+#: Step of the one-sided differences that look across a kink.
+_PROBE = 1e-7
 #: Kinked parameters closer to 0 than this after a step are put exactly on the kink.
 _SNAP = 1e-12
 
@@ -86,6 +88,28 @@ def _psd(h: Any, free: Any) -> Any:
     return jnp.all(jnp.isfinite(jnp.linalg.cholesky(shifted)))
 
 
+def _other_side_descends(
+    theta: Any, fixed: Any, data: Any, aux: Any, a: Arrays, s: FitSettings
+) -> Any:
+    """Kinked parameters off 0 whose kink, with the others where they are, is concave.
+
+    For each kinked parameter ``j`` on one side of 0, the slope into the other side at
+    ``theta_j = 0`` (a one-sided difference): where it descends, the other side may hold
+    a lower mode, and a start mirrored there is worth a try.
+    """
+    n_par = theta.shape[0]
+    off = a["kink"] & ~fixed & (theta != 0)
+
+    def slope(j: Any) -> Any:
+        at0 = theta.at[j].set(0.0)
+        across = at0.at[j].set(-jnp.sign(theta[j]) * _PROBE)
+        f0 = twice_nll(at0, data, aux, a, s)
+        return (twice_nll(across, data, aux, a, s) - f0) / _PROBE
+
+    slopes = jax.vmap(slope)(jnp.arange(n_par))
+    return off & (slopes < -s.gtol)
+
+
 def newton_fit(
     init: Any,
     fixed: Any,
@@ -110,7 +134,8 @@ def newton_fit(
     Returns:
         ``theta``, ``value``, ``n_iter``, ``converged`` (certified: KKT residual below
         ``gtol`` and no negative curvature), ``pgrad`` (the KKT residual), ``lam``,
-        ``n_kink`` (parameters held at a kink), ``concave`` (a concave kink was met) and
+        ``n_kink`` (parameters held at a kink), ``concave`` (per parameter: a concave kink
+        of it was met, so that its other side may hold a lower mode) and
         ``psd`` (the free Hessian is positive semi-definite).
     """
     theta0 = jnp.clip(init, a["lower"], a["upper"])
@@ -201,13 +226,14 @@ def newton_fit(
         eye,
         false,
         theta0 > 0,
-        jnp.asarray(False),
+        false,
         jnp.asarray(lam0, init.dtype),
         jnp.asarray(0),
     )
     theta, f, g, h, held, right, seen, lam, it = jax.lax.while_loop(cond, body, state)
     free, pg, _ = residual(theta, g, held, right)
     psd = _psd(h, free)
+    seen = seen | _other_side_descends(theta, fixed, data, aux, a, s)
     # no step lowers -2 log L any more (rounding floor): accept a slightly larger gradient
     stalled = (lam >= 1e12) & (pg <= 100.0 * s.gtol)
     return {

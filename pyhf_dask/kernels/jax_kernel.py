@@ -175,6 +175,7 @@ def _run_group(
 
     mus = np.asarray(options["poi_values"], dtype=np.float64)
     n_poi = len(mus)
+    kinked = _kinked(batched, settings)
     # fits on the data: POI=0 (Asimov parameters), free, POI at each value
     obs = fit_family(
         fit,
@@ -185,6 +186,7 @@ def _run_group(
         batched["aux"],
         np.concatenate([[0.0, np.nan], mus]),
         size,
+        kinked,
     )
     theta0 = obs["theta"][:, 0]
     asi_data = run_rows(asimov, batched, theta0, size)
@@ -198,12 +200,17 @@ def _run_group(
         asi_data["aux"],
         np.concatenate([[np.nan], mus]),
         size,
+        kinked,
     )
     converged = np.concatenate([obs["converged"], asi["converged"]], axis=1)
     gaps = (consistency_gap(obs["value"], 1), consistency_gap(asi["value"], 0))
     for gap, columns in zip(gaps, ([1], [2 + n_poi]), strict=True):
         converged[gap > 1e-6, columns[0]] = False  # a free fit above a fixed one: not a minimum
     return {
+        "obs_theta": obs["theta"],
+        "asimov_theta": asi["theta"],
+        "asimov_data": asi_data["data"],
+        "asimov_aux": asi_data["aux"],
         "obs_value": obs["value"],
         "obs_muhat": obs["theta"][np.arange(n), 1, poi],
         "asimov_value": asi["value"],
@@ -214,6 +221,20 @@ def _run_group(
         "n_kink": np.concatenate([obs["n_kink"], asi["n_kink"]], axis=1),
         "restarts": np.concatenate([obs["restarts"], asi["restarts"]], axis=1),
     }
+
+
+def _kinked(batched: dict[str, np.ndarray], settings: Any) -> np.ndarray | None:
+    """``(n, P)`` parameters with a kink at 0 under the codes, or ``None`` (smooth codes)."""
+    if not settings.kinked:
+        return None
+    kink = np.zeros(batched["init"].shape, dtype=bool)
+    if settings.histcode == "code0":
+        kink |= np.any(batched["h_up"] != batched["h_dn"], axis=2)
+    if settings.normcode == "code1":
+        with np.errstate(divide="ignore"):
+            log_hi, log_lo = np.log(batched["n_hi"]), np.log(batched["n_lo"])
+        kink |= np.any(log_hi != -log_lo, axis=2)
+    return kink & ~batched["fixed"].astype(bool)
 
 
 def _check(spec: dict[str, Any], options: dict[str, Any], model: DenseModel) -> str | None:

@@ -174,9 +174,25 @@ def _pieces(theta: Any, a: Arrays, s: FitSettings, right: Any = False) -> dict[s
 
 def _constraint(theta: Any, aux: Any, a: Arrays) -> Any:
     gauss = jnp.where(a["gauss"], ((theta - aux) / a["sigma"]) ** 2, 0.0)
-    rate = theta * a["tau"]
-    pois = jnp.where(a["poisson"], -2.0 * (xlogy(aux, rate) - rate), 0.0)
-    return jnp.sum(gauss) + jnp.sum(pois)
+    return jnp.sum(gauss) + jnp.sum(_poisson_constraint(theta, aux, a))
+
+
+def _poisson_constraint(theta: Any, aux: Any, a: Arrays) -> Any:
+    """Poisson constraints (shapesys) as deviances, exact for any ``tau``.
+
+    ``-2 [aux log(theta tau) - theta tau]`` minus its value at ``theta = aux / tau`` is
+    ``2 tau b [r - 1 - log r]`` with ``b = aux / tau`` and ``r = theta / b``. A shapesys of
+    tiny relative uncertainty has ``tau`` near 1e12: written as the raw log-likelihood,
+    the term would be about 1e13 and its rounding would swamp every change a fit makes.
+    """
+    tau = jnp.where(a["poisson"], a["tau"], 1.0)
+    b = jnp.where(a["poisson"], aux / tau, 1.0)
+    ok = a["poisson"] & (b > 0)
+    r = jnp.where(ok, theta / jnp.where(ok, b, 1.0), 1.0)
+    dev = 2.0 * tau * b * ((r - 1.0) - jnp.log1p(r - 1.0))
+    # aux = 0: the term is 2 theta tau (log 0 * 0 = 0)
+    zero = a["poisson"] & (b <= 0)
+    return jnp.where(ok, dev, jnp.where(zero, 2.0 * theta * tau, 0.0))
 
 
 def _main(rate: Any, data: Any) -> Any:
@@ -237,8 +253,8 @@ def derivatives(
     Returns:
         ``value``, ``grad`` and ``hess`` (of the side chosen at each kink), ``held`` (kinked
         parameters at 0 where 0 is a one-sided minimum), ``right`` (the side of each
-        parameter: the fit keeps kinked parameters on it), ``concave`` (any kink at 0
-        where both sides descend) and ``g_left``/``g_right`` (one-sided gradients).
+        parameter: the fit keeps kinked parameters on it), ``concave`` (kinked parameters
+        at 0 where both sides descend) and ``g_left``/``g_right`` (one-sided gradients).
     """
     pc = _pieces(theta, a, s)
     cell_norm = a["cell_norm"]  # (C, K) one-hot
@@ -251,7 +267,9 @@ def derivatives(
     dmult, h_tt = _mult_derivatives(pc, a, u, theta.dtype)
     mult_index = a["mult_index"]
     g_gauss = jnp.where(a["gauss"], 2.0 * (theta - aux) / a["sigma"] ** 2, 0.0)
-    g_pois = jnp.where(a["poisson"], -2.0 * (aux / theta - a["tau"]), 0.0)
+    # 2 tau (theta - b) / theta with b = aux / tau, without the cancellation of two large terms
+    tau_p = jnp.where(a["poisson"], a["tau"], 1.0)
+    g_pois = jnp.where(a["poisson"], 2.0 * tau_p * (theta - aux / tau_p) / theta, 0.0)
     mult_jac = ((amount * norm) * dmult) @ cell_bin
 
     def alpha_side(right: Any) -> tuple[Any, ...]:
@@ -304,7 +322,7 @@ def derivatives(
         "hess": hess,
         "held": held,
         "right": right,
-        "concave": jnp.any(concave),
+        "concave": concave,
         "g_left": g_left,
         "g_right": g_right,
     }

@@ -11,7 +11,9 @@ fit of a set of points and then takes a second look at each point where
 
 by fitting again from the solutions of the point's other fits (the lowest one, the free
 one, the neighbouring POI values) and, after a concave kink, with the other side taken
-there ("mirrored" start). Each fit keeps the lowest certified ``-2 log L`` it reached;
+there: one start per such parameter from the fit's solution with the parameter mirrored to
+the other side of its kink, and one start that takes the other side at every concave kink.
+Each fit keeps the lowest certified ``-2 log L`` it reached;
 a free fit started from a fixed fit's solution can only descend below it, so the free fit
 never ends above a fixed one when both are certified.
 """
@@ -33,6 +35,21 @@ log = logging.getLogger(__name__)
 GAP_TOLERANCE = 1e-6
 #: Rounds of free fits restarted from a lower fixed fit.
 MAX_ROUNDS = 3
+#: Parameters mirrored per fit and round, one second start each (the closest to 0 first).
+MAX_MIRRORS = 24
+#: Rounds of one-parameter mirrors while they find lower minima.
+ORTHANT_ROUNDS = 4
+#: Kinked parameters closer to 0 than this at a solution are mirrored in a second start.
+NEAR_KINK = 0.1
+#: Distance from the kink at which a mirrored start puts a parameter that ended on it.
+MIRROR_OFFSET = 0.1
+
+
+def _mirrored(theta: np.ndarray, j: int) -> np.ndarray:
+    """``theta`` with parameter ``j`` moved to the other side of its kink at 0."""
+    out = theta.copy()
+    out[j] = -theta[j] if theta[j] != 0 else MIRROR_OFFSET
+    return out
 
 
 def consistency_gap(value: np.ndarray, free_kind: int) -> np.ndarray:
@@ -76,6 +93,7 @@ def fit_family(
     aux: np.ndarray,
     poi_of_kind: np.ndarray,
     size: int,
+    kinked: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Every fit of ``n`` points on their data, with second starts where needed.
 
@@ -87,6 +105,11 @@ def fit_family(
         data, aux: ``(n, B)`` and ``(n, P)`` data of each point.
         poi_of_kind: ``(F,)`` POI value of each fit of a point, NaN for the free fit.
         size: rows per batch.
+        kinked: ``(n, P)`` parameters with a kink at 0. Modes on either side of a kink
+            can be a hair apart: every fit starts again from its solution with one
+            kinked parameter near its kink (``0 < |theta| < NEAR_KINK``) mirrored, one
+            start per parameter, keeps the lowest and repeats while that finds lower
+            minima (a descent over orthants, up to ``ORTHANT_ROUNDS``).
 
     Returns:
         Per fit, shape ``(n, F)`` (``theta``: ``(n, F, P)``): ``theta``, ``value``,
@@ -118,7 +141,8 @@ def fit_family(
     n_iter = first["n_iter"].reshape(n, n_fit).copy()
     pgrad = first["pgrad"].reshape(n, n_fit)
     n_kink = first.get("n_kink", np.zeros(n * n_fit, np.int64)).reshape(n, n_fit)
-    concave = first.get("concave", np.zeros(n * n_fit, bool)).reshape(n, n_fit)
+    n_par = start.shape[1]
+    concave = first.get("concave", np.zeros((n * n_fit, n_par), bool)).reshape(n, n_fit, n_par)
     restarts = np.zeros((n, n_fit), dtype=np.int64)
 
     def second_starts(todo: list[tuple[int, int, np.ndarray, bool]]) -> None:
@@ -146,17 +170,37 @@ def fit_family(
 
     # first look: every fit of a doubtful point again, from its siblings and mirrored
     gap = consistency_gap(raw_value, free_kind)
-    doubtful = (~converged).any(axis=1) | concave.any(axis=1) | (gap > GAP_TOLERANCE)
+    doubtful = (~converged).any(axis=1) | concave.any(axis=(1, 2)) | (gap > GAP_TOLERANCE)
     todo: list[tuple[int, int, np.ndarray, bool]] = []
     for p in np.flatnonzero(doubtful):
         for k in range(n_fit):
-            if concave[p, k]:
+            for j in np.flatnonzero(concave[p, k])[:MAX_MIRRORS]:
+                todo.append((int(p), k, _mirrored(theta[p, k], int(j)), False))
+            if concave[p, k].any():
                 todo.append((int(p), k, start[p], True))
             for j in _sources(k, raw_value[p], free_kind, order):
                 todo.append((int(p), k, theta[p, j], False))
     if todo:
         log.debug("second starts: %d fits of %d points", len(todo), int(doubtful.sum()))
         second_starts(todo)
+    # modes a hair apart on either side of kinks: mirror one near-kink parameter at a time
+    # from each solution, keep the lowest, and go on while that finds lower minima
+    if kinked is not None:
+        improving = np.ones((n, n_fit), dtype=bool)
+        for _ in range(ORTHANT_ROUNDS):
+            before = value.copy()
+            todo = []
+            for p, k in zip(*np.nonzero(improving), strict=True):
+                x = theta[p, k]
+                near = np.flatnonzero(kinked[p] & (x != 0) & (np.abs(x) < NEAR_KINK))
+                near = near[np.argsort(np.abs(x[near]))][:MAX_MIRRORS]
+                todo += [(int(p), int(k), _mirrored(x, int(j)), False) for j in near]
+            if not todo:
+                break
+            second_starts(todo)
+            improving = value < before - GAP_TOLERANCE
+            if not improving.any():
+                break
     # a fixed fit may have found a lower mode: the free fit starts from it, until consistent
     for _ in range(MAX_ROUNDS):
         gap = consistency_gap(raw_value, free_kind)

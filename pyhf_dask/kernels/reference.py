@@ -54,30 +54,23 @@ class FitRecord:
 CONSISTENCY_TOLERANCE = 1e-3
 
 
-def _local_minima(fits: list[FitRecord]) -> list[FitRecord]:
-    """The free fits of one hypotest that ended above a fixed-POI fit of the same data.
+def _mark_local_minima(fits: list[FitRecord]) -> None:
+    """Mark the free fits of one hypotest that ended above a fixed-POI fit of the same data.
 
     pyhf 0.7.6's asymptotic ``hypotest`` fits, in order: POI = mu on the data, free on the
     data, POI = 0 on the data (Asimov parameters), POI = mu on the Asimov data, free on the
     Asimov data. A free fit is the lowest fit of its data at a global minimum.
     """
     if len(fits) != 5:
-        return []
+        return
     data_fixed = min(fits[0].value, fits[2].value)
-    out = []
     for free, fixed in ((fits[1], data_fixed), (fits[4], fits[3].value)):
         if free.value > fixed + CONSISTENCY_TOLERANCE:
-            out.append(
-                FitRecord(
-                    False,
-                    free.n_iter,
-                    f"local minimum: the free fit ends {free.value - fixed:.3g} above a "
-                    "fixed-POI fit of the same data",
-                    free.gradient,
-                    free.value,
-                )
+            free.gradient = float("inf")
+            free.message = (
+                f"a local minimum: the free fit ends {free.value - fixed:.3g} above a "
+                "fixed-POI fit of the same data"
             )
-    return out
 
 
 _LOCAL = threading.local()
@@ -200,8 +193,8 @@ def hypotest_chunk(
                         calctype=options["calctype"],
                         return_expected_set=True,
                     )
+                _mark_local_minima(records[first:])
                 wrong = [r for r in records[first:] if not r.gradient <= tolerance]
-                wrong += _local_minima(records[first:])
                 if not wrong and not np.isfinite([float(obs), *map(float, exp)]).all():
                     # pyhf's 0/0 where q_A is 0 (POI = 0 under qtilde, say)
                     wrong = [FitRecord(False, 0, "pyhf returned non-finite CLs", np.nan)]
