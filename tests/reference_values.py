@@ -1,8 +1,8 @@
-"""Reference values of ../shared/data/README.md (pyhf 0.7.6 regression tests)."""
+"""Reference values of data/README.md (pyhf 0.7.6 regression tests)."""
 
 from __future__ import annotations
 
-#: Reference values of ../shared/data/README.md (pyhf 0.7.6 regression tests).
+#: Reference values of data/README.md (pyhf 0.7.6 regression tests).
 REFERENCE = {
     ("RegionA", "sbottom_1300_205_60"): (
         0.24443627759085326,
