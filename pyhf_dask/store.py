@@ -6,8 +6,8 @@ fit task finishes, the client writes that chunk's points. Zarr writes each chunk
 atomically (temporary file + rename), and the point's ``status`` is written last, after all
 its other variables, so a point whose status is not ``"pending"`` is complete even if the
 client was killed (SIGKILL) a moment later. On resume only ``"pending"`` points (and
-optionally ``"failed"`` ones) are fitted again, after checking that the inputs and settings
-are those the store was made with.
+optionally ``"failed"`` and ``"partial"`` ones) are fitted again, after checking that the
+inputs and settings are those the store was made with.
 
 One writer per store: a scan holds the lock ``.pyhf_dask.lock`` in the store for as long
 as it runs: a folder made atomically (``mkdir``), written as an empty Zarr group whose
@@ -324,7 +324,7 @@ def plan_resume(store: xr.Dataset, lazy: xr.Dataset, *, retry_failed: bool) -> R
             raise SettingsMismatch(msg)
     status = as_str(store.status.values)
     pending = status == PENDING
-    failed = status == "failed"
+    failed = np.isin(status, ("failed", "partial"))  # partial: some POI values failed
     todo = pending | failed if retry_failed else pending
     return ResumePlan(
         todo=np.flatnonzero(todo),

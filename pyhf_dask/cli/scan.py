@@ -354,8 +354,8 @@ def scan(
     if to_store:
         where = f" ({sum(fitted)} fitted in this run){where}"
     click.echo(f"pyhf-dask: {summary} in {elapsed:.1f} s{where}", err=True)
-    if summary.n_failed:
-        failed = as_str(ds.patch.values)[as_str(ds.status.values) == "failed"]
+    if summary.n_failed or summary.n_partial:
+        failed = as_str(ds.patch.values)[np.isin(as_str(ds.status.values), ("failed", "partial"))]
         shown = ", ".join(failed[:5]) + (" ..." if len(failed) > 5 else "")
         click.echo(f"pyhf-dask: failed points: {shown} (see the 'message' variable)", err=True)
         if fail_on_error:
