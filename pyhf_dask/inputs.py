@@ -264,6 +264,9 @@ def check_workspace(spec: Any, where: str) -> dict[str, Any]:
     if not isinstance(spec, dict):
         msg = f"{where}: a workspace must be a JSON object, found {type(spec).__name__}"
         raise InvalidWorkspace(msg)
+    from pyhf_dask.validate import check_shapes
+
+    check_shapes(spec, where)  # first: the schema check is slow on huge channels
     try:
         pyhf.schema.validate(spec, "workspace.json")
     except pyhf.exceptions.InvalidSpecification as exc:
@@ -281,9 +284,6 @@ def check_workspace(spec: Any, where: str) -> dict[str, Any]:
                 f"(observations are given for: {names})"
             )
             raise InvalidWorkspace(msg)
-    from pyhf_dask.validate import check_shapes
-
-    check_shapes(spec, where)
     check_yields(spec, where)
     return spec
 

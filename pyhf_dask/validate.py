@@ -25,6 +25,12 @@ __all__ = ["check_shapes", "validate_grid"]
 log = logging.getLogger(__name__)
 
 
+def _dicts(values: Any) -> Iterator[dict[str, Any]]:
+    """The objects of a JSON list (anything else is left to the schema check)."""
+    if isinstance(values, list):
+        yield from (v for v in values if isinstance(v, dict))
+
+
 def _length(values: Any) -> int | None:
     return len(values) if isinstance(values, list) else None
 
@@ -39,9 +45,9 @@ def check_shapes(spec: Mapping[str, Any], where: str, *, error: type = InvalidWo
     """
     cap = int(limit("max-bins"))
     bins: dict[Any, int] = {}
-    for channel in spec.get("channels", []):
+    for channel in _dicts(spec.get("channels")):
         name = channel.get("name")
-        samples = channel.get("samples", [])
+        samples = list(_dicts(channel.get("samples")))
         sizes = [_length(sample.get("data")) for sample in samples]
         n = next((k for k in sizes if k is not None), None)
         if n is None:
@@ -56,7 +62,7 @@ def check_shapes(spec: Mapping[str, Any], where: str, *, error: type = InvalidWo
             raise error(f"{where}: channel {name!r}: samples differ in their bins ({shown})")
         for sample in samples:
             label = f"{where}: channel {name!r} has {n} bins but sample {sample.get('name')!r}"
-            for mod in sample.get("modifiers", []):
+            for mod in _dicts(sample.get("modifiers")):
                 data = mod.get("data")
                 parts = data.items() if isinstance(data, dict) else [("data", data)]
                 for key, values in parts:
@@ -64,7 +70,7 @@ def check_shapes(spec: Mapping[str, Any], where: str, *, error: type = InvalidWo
                     if got is not None and got != n and key in ("data", "hi_data", "lo_data"):
                         msg = f"{label} modifier {mod.get('name')!r} {key} has {got} values"
                         raise error(msg)
-    for observation in spec.get("observations", []):
+    for observation in _dicts(spec.get("observations")):
         name, size = observation.get("name"), _length(observation.get("data"))
         if size is not None and size > cap:
             what = f"observations of {name!r} hold {size} values, more than " + "{limit}"

@@ -23,6 +23,7 @@ from pyhf_dask.grid import scaled_signal, simple_workspace
 
 psutil = pytest.importorskip("psutil")
 
+ROOT = Path(__file__).resolve().parents[1]
 #: Options of every fault scan: the reference kernel, small chunks, two local workers.
 FAST = ["--kernel", "pyhf", "--chunk-size", "4"]
 
@@ -63,8 +64,11 @@ def command(*args: str) -> list[str]:
 
 def environment(tmp: Path) -> dict[str, str]:
     """The scan's environment: its temporary folders (Parsl's run directory) under ``tmp``
-    so that detached processes can be found by it, and this environment's commands."""
+    so that detached processes can be found by it, this environment's commands, and this
+    checkout's pyhf_dask."""
     env = dict(os.environ, TMPDIR=str(tmp), PYTHONWARNINGS="ignore")
+    # this checkout's pyhf_dask, whatever the environment has installed
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     return env
 
