@@ -129,9 +129,7 @@ def test_sigkill_then_resume_fits_only_missing_points(seed_workspace, tmp_path):
     assert refused.stderr.startswith("Error [lock]: ") and refused.stderr.count("\n") == 1
     assert f"locked by pid {proc.pid} on host" in refused.stderr
     assert "no longer runs" in refused.stderr and "--break-lock" in refused.stderr
-    resumed = subprocess.run(
-        [*resume, "--break-lock"], capture_output=True, text=True, check=True
-    )
+    resumed = subprocess.run([*resume, "--break-lock"], capture_output=True, text=True, check=True)
     fitted = int(re.search(r"\((\d+) fitted in this run\)", resumed.stderr).group(1))
     assert fitted == n_points - int(done.sum())
 
