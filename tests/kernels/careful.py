@@ -48,7 +48,7 @@ def kinked_parameters(model: Any, normcode: str, histcode: str) -> list[int]:
 
 
 def _minimise(
-    model: Any, data: np.ndarray, kinks: list[int], mu: float | None
+    model: Any, data: np.ndarray, kinks: list[int], mu: float | None, n_random: int = 3
 ) -> tuple[float, np.ndarray]:
     bounds = [tuple(b) for b in model.config.suggested_bounds()]
     poi = model.config.poi_index
@@ -72,7 +72,7 @@ def _minimise(
             lo, hi = box[j]
             box[j] = (0.0, hi) if sign > 0 else (lo, 0.0)
         starts = [np.clip(init, [b[0] for b in box], [b[1] for b in box])]
-        for _ in range(3):
+        for _ in range(n_random):
             x = init.copy()
             for j, (lo, hi) in enumerate(box):
                 if lo < hi and j != poi:
@@ -100,16 +100,19 @@ def _minimise(
 
 
 def careful_hypotest(
-    model: Any, data: np.ndarray, mu: float, kinks: list[int]
+    model: Any, data: np.ndarray, mu: float, kinks: list[int], n_random: int = 3
 ) -> tuple[float, np.ndarray]:
-    """Observed CLs and the expected band (-2..+2 sigma) at ``mu`` under qtilde."""
+    """Observed CLs and the expected band (-2..+2 sigma) at ``mu`` under qtilde.
+
+    Every fit runs from the suggested start and ``n_random`` random starts per orthant.
+    """
     poi = model.config.poi_index
-    free, muhat = _minimise(model, data, kinks, None)
-    fixed_mu, _ = _minimise(model, data, kinks, mu)
-    _, pars0 = _minimise(model, data, kinks, 0.0)
+    free, muhat = _minimise(model, data, kinks, None, n_random)
+    fixed_mu, _ = _minimise(model, data, kinks, mu, n_random)
+    _, pars0 = _minimise(model, data, kinks, 0.0, n_random)
     asimov = np.asarray(model.expected_data(pars0), dtype=float)
-    free_a, muhat_a = _minimise(model, asimov, kinks, None)
-    fixed_a, _ = _minimise(model, asimov, kinks, mu)
+    free_a, muhat_a = _minimise(model, asimov, kinks, None, n_random)
+    fixed_a, _ = _minimise(model, asimov, kinks, mu, n_random)
     # qtilde: the clipped likelihood ratio, 0 where the best-fit POI lies above mu
     q = 0.0 if muhat[poi] > mu else max(fixed_mu - free, 0.0)
     q_a = 0.0 if muhat_a[poi] > mu else max(fixed_a - free_a, 0.0)
