@@ -19,8 +19,13 @@ def test_upper_limits_interpolate_like_pyhf():
     lim_obs, lim_exp = upper_limits(obs, exp, poi, cl=0.95)
     assert lim_obs[0] == pytest.approx(np.interp(0.05, [0.01, 0.1, 1.0], [2.0, 1.0, 0.0]))
     np.testing.assert_allclose(lim_exp[0], lim_obs[0])
+    # a failed POI value is left out: the limit comes from the values that are right
     nan_obs = obs.copy()
     nan_obs[0, 1] = np.nan
+    expected = np.interp(0.05, [0.01, 1.0], [2.0, 0.0])
+    assert upper_limits(nan_obs, exp, poi)[0][0] == pytest.approx(expected)
+    # fewer than two values left: no limit
+    nan_obs[0, 2] = np.nan
     assert np.isnan(upper_limits(nan_obs, exp, poi)[0][0])
 
 

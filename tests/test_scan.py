@@ -143,7 +143,7 @@ def test_failing_fits_are_recorded_and_scan_goes_on(ewk3l_dir):
         if status == "failed":
             assert np.isnan(cls)
             assert "iterations" in message
-            assert "gradient" in message
+            assert "KKT residual" in message
     # pyhf's scipy fits stop after one iteration here: they must not pass silently
     assert (ds.status.values == "failed").any()
 
