@@ -69,7 +69,14 @@ def test_sigkill_local_worker_pool_is_replaced(inputs, clean, tmp_path):
 def test_sigstop_local_worker_is_killed_and_its_task_retried(inputs, clean, tmp_path):
     ds, err, elapsed = _fault_scan(inputs, tmp_path / "s.zarr", signal.SIGSTOP, "--timeout", "5")
     assert_same(ds, clean)
-    assert "no result within 5 s of running" in err
+    # the stopped worker was killed: after 5 s of running, or, on a loaded machine, by the
+    # check for a pool where nothing starts (the stopped worker may hold the pool's queue)
+    assert "killing worker(s)" in err
+    assert (
+        "no result within 5 s of running" in err
+        or "not started by any worker" in err
+        or ("(task timed out)" in err)
+    )
     assert elapsed < 90  # no hang in shutdown on the stopped worker
 
 
