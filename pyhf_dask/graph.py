@@ -8,24 +8,145 @@ top of the chunk tasks, so computing several variables runs each fit once.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
-from collections.abc import Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, NamedTuple
 
 import dask
 import dask.array as da
 import numpy as np
 from dask.delayed import Delayed
 
-from pyhf_dask.grid import SignalGrid
-from pyhf_dask.kernels import BAND, FIELDS, fit_chunk
+from pyhf_dask.grid import FunctionPatches, SignalGrid
+from pyhf_dask.kernels import BAND, FIELDS, empty_result, fit_chunk
+from pyhf_dask.tasks import refuse_in_client
 
-__all__ = ["FIT_PREFIX", "ScanGraph", "build_graph", "chunk_bounds", "extract"]
+__all__ = [
+    "FIT_PREFIX",
+    "FitTask",
+    "ScanGraph",
+    "build_graph",
+    "chunk_bounds",
+    "extract",
+    "split_patches",
+]
 
-#: Prefix of the keys of fit tasks: executors adapters route these to remote workers.
+#: Prefix of the keys of fit tasks (names only: executors route by :class:`FitTask`).
 FIT_PREFIX = "pyhf-dask-fit-"
+
+#: Bytes per point of a serialized result beyond the CLs arrays (status, message, time).
+_RESULT_POINT_OVERHEAD = 400
+
+
+def split_patches(patches: Any, parts: int) -> list[Any]:
+    """Split a chunk's patches (a list or :class:`~pyhf_dask.grid.FunctionPatches`).
+
+    Example:
+        >>> [len(p) for p in split_patches([[1], [2], [3]], 2)]
+        [2, 1]
+    """
+    n = _n_points(patches)
+    bounds = np.array_split(np.arange(n), max(1, min(parts, n)))
+    out: list[Any] = []
+    for idx in bounds:
+        start, stop = int(idx[0]), int(idx[-1]) + 1
+        if isinstance(patches, FunctionPatches):
+            out.append(dataclasses.replace(patches, values=patches.values[start:stop]))
+        else:
+            out.append(list(patches[start:stop]))
+    return out
+
+
+def _n_points(patches: Any) -> int:
+    values = getattr(patches, "values", None)
+    return len(values) if isinstance(values, np.ndarray) else len(patches)
+
+
+class FitTask:
+    """The callable of a fit task: :func:`~pyhf_dask.kernels.fit_chunk` with the
+    remote-task protocol (:class:`pyhf_dask.tasks.SplittableTask`).
+
+    Executor adapters recognise it by its mark, also inside a task Dask has fused, send
+    :attr:`worker` with the task's arguments ``(kernel, workspace, patches, options)``,
+    split a call for payload limits and mark the points of a call that keeps failing.
+    Run by an ordinary Dask scheduler, it fits in place.
+
+    Example:
+        >>> from pyhf_dask.grid import simple_workspace, signal_patch
+        >>> from pyhf_dask.kernels import FitOptions
+        >>> ws = simple_workspace([12.0, 11.0], [50.0, 52.0], [3.0, 7.0], [51.0, 48.0])
+        >>> args = ("pyhf", ws, [signal_patch([12.0, 11.0])] * 3, FitOptions().to_dict())
+        >>> fit = FitTask()
+        >>> fit.n_points(args, {}), [fit.n_points(a, k) for a, k in fit.split(args, {}, 2)]
+        (3, [2, 1])
+        >>> fit.failed(args, {}, "lost")["status"].tolist()
+        ['failed', 'failed', 'failed']
+    """
+
+    __pyhf_dask_remote__: ClassVar[bool] = True
+
+    @property
+    def worker(self) -> Callable[..., Any]:
+        """The plain function sent to workers (serialized by reference)."""
+        return fit_chunk
+
+    def __call__(
+        self, kernel: str, workspace: dict[str, Any], patches: Any, options: dict[str, Any]
+    ) -> dict[str, np.ndarray]:
+        refuse_in_client("a fit task")
+        return fit_chunk(kernel, workspace, patches, options)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (FitTask, ())
+
+    def __dask_tokenize__(self) -> str:
+        return "pyhf_dask.graph.FitTask"
+
+    def __repr__(self) -> str:
+        return "FitTask()"
+
+    def n_points(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+        """Points of the chunk."""
+        return _n_points(args[2])
+
+    def split(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], parts: int
+    ) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+        """The chunk as up to ``parts`` smaller chunks, in order."""
+        kernel, workspace, patches, options = args
+        return [((kernel, workspace, p, options), kwargs) for p in split_patches(patches, parts)]
+
+    def combine(self, results: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        """The result of a chunk from the results of its pieces."""
+        if len(results) == 1:
+            return results[0]
+        return {name: np.concatenate([r[name] for r in results]) for name in FIELDS}
+
+    def failed(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], message: str
+    ) -> dict[str, np.ndarray]:
+        """Every point of the chunk ``"failed"`` with ``message``."""
+        result = empty_result(_n_points(args[2]), len(args[3]["poi_values"]))
+        result["message"][:] = message
+        return result
+
+    def check(self, result: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        """What is wrong with a worker's result (``""``: nothing)."""
+        shape = (_n_points(args[2]), len(args[3]["poi_values"]))
+        if not isinstance(result, dict) or not set(FIELDS) <= set(result):
+            return f"worker returned {type(result).__name__}, not a result dict"
+        if np.shape(result["CLs_obs"]) != shape:
+            return f"worker returned CLs of shape {np.shape(result['CLs_obs'])}, not {shape}"
+        return ""
+
+    def result_bytes(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+        """Expected size of the serialized result (base64 of the float arrays and more)."""
+        n_poi = len(args[3]["poi_values"])
+        per_point = int((8 * n_poi * (1 + len(BAND)) + 8) * 4 / 3) + _RESULT_POINT_OVERHEAD
+        return _n_points(args[2]) * per_point
 
 
 class ScanGraph(NamedTuple):
@@ -64,7 +185,7 @@ def build_graph(
     chunk_size: int,
     indices: Sequence[tuple[int, int]] | None = None,
 ) -> ScanGraph:
-    """One delayed :func:`~pyhf_dask.kernels.fit_chunk` task per chunk of the grid.
+    """One delayed :class:`FitTask` (:func:`~pyhf_dask.kernels.fit_chunk`) per chunk.
 
     Args:
         grid: the signal grid.
@@ -82,10 +203,11 @@ def build_graph(
             grid.chunk(start, stop), name=f"pyhf-dask-patches-{token}-{start}", traverse=False
         )
         key = f"{FIT_PREFIX}{token}-{start}"
-        parts.append(
-            dask.delayed(fit_chunk)(kernel, workspace, patches, options, dask_key_name=key)
-        )
+        parts.append(dask.delayed(_FIT)(kernel, workspace, patches, options, dask_key_name=key))
     return ScanGraph(token, bounds, parts)
+
+
+_FIT = FitTask()
 
 
 def extract(

@@ -80,9 +80,10 @@ def open_scheduler(
     scheduler_address: str | None = None,
     parsl_config: str | os.PathLike[str] | None = None,
     engine: str = "globus",
-    retries: int = 2,
+    retries: int | None = None,
     timeout: float | None = None,
-    check_versions: bool = True,
+    check_versions: bool | None = None,
+    device: str | None = None,
     **_: Any,
 ) -> Iterator[Any]:
     """Context manager yielding a ``scheduler=`` value for ``dask.compute``.
@@ -99,6 +100,7 @@ def open_scheduler(
         retries: extra attempts of a failed, lost or timed-out fit task.
         timeout: seconds per fit task (``None``: no limit).
         check_versions: compare pyhf_dask/pyhf versions with a worker at the start.
+        device: ``"gpu"``: ``local`` starts one worker per visible GPU (or refuses).
 
     Example:
         >>> with open_scheduler("synchronous") as scheduler:
@@ -117,6 +119,7 @@ def open_scheduler(
             retries=retries,
             timeout=timeout,
             check_versions=check_versions,
+            device=device,
         ) as scheduler:
             yield scheduler
     finally:
@@ -173,9 +176,10 @@ def _open(
     scheduler_address: str | None,
     parsl_config: str | os.PathLike[str] | None,
     engine: str,
-    retries: int,
+    retries: int | None,
     timeout: float | None,
-    check_versions: bool,
+    check_versions: bool | None,
+    device: str | None = None,
 ) -> Iterator[Any]:
     import dask
 
@@ -190,10 +194,10 @@ def _open(
     elif executor == "threads":
         yield functools.partial(dask.threaded.get, num_workers=n)
     elif executor in ("local", "processes"):
-        from pyhf_dask.executors.local import LocalProcessPool
+        from pyhf_dask.executors.local import open_pool
 
         # spawn, not fork: JAX deadlocks in processes forked after it was used
-        pool = LocalProcessPool(n)
+        pool = open_pool(workers, device=device)  # device="gpu": one worker per GPU
         clean = False
         try:
             yield ExecutorScheduler(pool, name="local process pool", **options)

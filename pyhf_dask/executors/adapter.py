@@ -1,17 +1,27 @@
-"""A Dask scheduler that sends fit tasks to any ``concurrent.futures.Executor``.
+"""A Dask scheduler that sends remote tasks to any ``concurrent.futures.Executor``.
 
 :class:`ExecutorScheduler` is a callable "get" function: pass it as
 ``ds.compute(scheduler=adapter)`` or ``dask.config.set(scheduler=adapter)``. It walks the
-graph itself; tasks whose key starts with :data:`pyhf_dask.graph.FIT_PREFIX` go to the
-wrapped executor (a Globus Compute ``Executor``, Parsl's ``ParslPoolExecutor``, a process
-pool, ``distributed.Client.get_executor()``, ...), every other task (workspace literal,
-result extraction, concatenation) runs inline in this process and never crosses the network.
+graph itself and routes each task by what it is (:mod:`pyhf_dask.tasks`): marked tasks
+(the fit tasks of a scan, functions wrapped in :func:`pyhf_dask.tasks.remote`), tasks
+annotated ``pyhf_dask_remote=True`` and, with ``remote="all"`` (the default), every task
+that calls a user's function go to the wrapped executor (a Globus Compute ``Executor``,
+Parsl's ``ParslPoolExecutor``, a process pool, ``distributed.Client.get_executor()``,
+...). Dask's plumbing (literals, result extraction, concatenation) runs inline in this
+process and never crosses the network. A remote task that Dask's optimisation fused into
+another task is taken out again; one that would still run here raises
+:class:`~pyhf_dask.tasks.RemoteTaskInClient` instead of running silently.
 
-Fit results are consumed as they complete (``concurrent.futures.wait``, no polling sleeps).
-A fit task that raises, is lost with its worker, or exceeds ``timeout`` is retried up to
-``retries`` times; after that its points are marked ``"failed"`` with a message saying what
-happened, and the scan finishes. Chunks whose serialized arguments or expected result
-exceed the executor's payload limits are split before submission.
+Results are consumed as they complete (``concurrent.futures.wait``, no polling sleeps).
+A submission that raises, is lost with its worker, or exceeds ``timeout`` is retried up to
+``retries`` times; after that the points of a fit task are marked ``"failed"`` with a
+message saying what happened (the task's own protocol builds that result), while a plain
+call raises its error as Dask would. Fit tasks whose serialized arguments or expected
+result exceed the executor's payload limits are split before submission; plain calls are
+sent ``batch_size`` at a time, one submission per batch.
+
+Defaults come from the ``pyhf-dask.executor`` section of the configuration
+(:mod:`pyhf_dask.config`), read when the adapter is made.
 
 Example:
     >>> from concurrent.futures import ThreadPoolExecutor
@@ -21,33 +31,28 @@ Example:
     >>> ds = pyhf_dask.scan(SignalGrid.from_function(ws, scaled_signal, scale=[1.0]),
     ...                     kernel="pyhf")
     >>> with ThreadPoolExecutor(1) as pool:
-    ...     out = ds.compute(scheduler=ExecutorScheduler(pool, check_versions=False))
-    >>> bool(out.CLs_obs.equals(ds.CLs_obs.compute(scheduler="synchronous")))
-    True
+    ...     adapter = ExecutorScheduler(pool, check_versions=False)
+    ...     out = ds.CLs_obs.compute(scheduler=adapter)
+    >>> adapter.stats["submitted"], bool(out.equals(ds.CLs_obs.compute(scheduler="synchronous")))
+    (1, True)
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
-import dataclasses
 import logging
 import time
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
+from pyhf_dask import config
 from pyhf_dask.exceptions import InvalidOption, VersionMismatch
-from pyhf_dask.grid import FunctionPatches
-from pyhf_dask.kernels import fit_chunk
+from pyhf_dask.executors.routing import check_mode
 
-__all__ = ["ExecutorScheduler", "estimate_payload", "split_patches", "worker_versions"]
+__all__ = ["ExecutorScheduler", "estimate_payload", "worker_versions"]
 
 log = logging.getLogger(__name__)
-
-#: Bytes per point of a serialized result beyond the CLs arrays (status, message, time).
-_RESULT_POINT_OVERHEAD = 400
 
 
 def worker_versions() -> dict[str, str]:
@@ -90,94 +95,136 @@ def estimate_payload(args: tuple[Any, ...], kwargs: Mapping[str, Any] | None = N
     return len(serde.pack_buffers([serde.serialize(args), serde.serialize(dict(kwargs or {}))]))
 
 
-def split_patches(patches: Any, parts: int) -> list[Any]:
-    """Split a chunk's patches (a list or :class:`~pyhf_dask.grid.FunctionPatches`).
-
-    Example:
-        >>> [len(p) for p in split_patches([[1], [2], [3]], 2)]
-        [2, 1]
-    """
-    n = _n_points(patches)
-    bounds = np.array_split(np.arange(n), min(parts, n))
-    out: list[Any] = []
-    for idx in bounds:
-        start, stop = int(idx[0]), int(idx[-1]) + 1
-        if isinstance(patches, FunctionPatches):
-            out.append(dataclasses.replace(patches, values=patches.values[start:stop]))
-        else:
-            out.append(list(patches[start:stop]))
-    return out
-
-
-def _n_points(patches: Any) -> int:
-    values = getattr(patches, "values", None)
-    return len(values) if isinstance(values, np.ndarray) else len(patches)
-
-
 @dataclass
 class _Part:
-    """One submission: a fit task or a slice of one."""
+    """One submission of a splittable remote task (a fit task) or of a slice of one."""
 
     key: Hashable
     index: tuple[int, ...]
-    func: Callable[..., Any]
+    task: Any  # a pyhf_dask.tasks.SplittableTask
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
-    n_points: int | None  # None: not a fit_chunk call, cannot be split or marked failed
-    n_poi: int = 1
     attempts: int = 0
     errors: list[str] = field(default_factory=list)
     started: float = 0.0
 
+    @property
+    def func(self) -> Callable[..., Any]:
+        return self.task.worker
+
+    @property
+    def weight(self) -> int:
+        """Timeouts count per submission."""
+        return 1
+
+
+@dataclass
+class _Call:
+    """One plain remote call of a batch."""
+
+    key: Hashable
+    func: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    attempts: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Batch:
+    """One submission of :func:`pyhf_dask.tasks.run_batch` over plain calls."""
+
+    calls: list[_Call]
+    started: float = 0.0
+
+    @property
+    def key(self) -> str:
+        return f"batch of {len(self.calls)} call(s) ({self.calls[0].key!r}, ...)"
+
+    @property
+    def func(self) -> Callable[..., Any]:
+        from pyhf_dask.tasks import run_batch
+
+        return run_batch
+
+    @property
+    def args(self) -> tuple[Any, ...]:
+        return ([(c.func, c.args, c.kwargs) for c in self.calls],)
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return {}
+
+    @property
+    def weight(self) -> int:
+        """A batch may run ``timeout`` seconds per call."""
+        return len(self.calls)
+
 
 class ExecutorScheduler:
-    """Dask "get" function that routes fit tasks to a ``concurrent.futures.Executor``.
+    """Dask "get" function that routes remote tasks to a ``concurrent.futures.Executor``.
+
+    Every option left ``None`` is read from the ``pyhf-dask.executor`` configuration.
 
     Args:
         executor: any object with ``submit(fn, *args) -> Future``.
-        retries: extra attempts of a failed, lost or timed-out fit task.
-        timeout: seconds a fit task may run (``None``: no limit). Executors that say when
-            a task starts (``started_at(future)``, as the ``local`` pool does) are timed
-            from that moment; others from submission, so queue time is kept short by
-            ``max_in_flight``. A timed-out task is abandoned (``abandon(future)``: its
-            worker is stopped where the executor can) and retried.
+        retries: extra attempts of a failed, lost or timed-out submission.
+        timeout: seconds a fit task (or each call of a batch) may run (``None``: no
+            limit). Executors that say when a task starts (``started_at(future)``, as
+            the ``local`` pool does) are timed from that moment; others from submission,
+            so queue time is kept short by ``max_in_flight``. A timed-out task is
+            abandoned (``abandon(future)``: its worker is stopped where the executor can)
+            and retried.
         max_payload: largest serialized submission in bytes (Globus Compute: 10 MB);
-            bigger chunks are split, a single point that is too big is an error.
+            bigger fit tasks are split, a single point that is too big is an error.
         max_result: largest serialized result in bytes (Globus Compute: 10 MiB).
-        max_in_flight: most fit submissions outstanding at once (default: the
-            executor's ``capacity`` when it has one, else all).
+        max_in_flight: most submissions outstanding at once (default: the executor's
+            ``capacity`` when it has one, else all).
         check_versions: compare pyhf_dask/pyhf/Python versions with a worker first.
         name: label used in messages (default: the executor's class name).
+        remote: ``"all"`` (also send every task calling a user's function) or
+            ``"marked"`` (marked and annotated tasks only).
+        batch_size: most plain calls per submission.
     """
 
     def __init__(
         self,
         executor: Any,
         *,
-        retries: int = 2,
+        retries: int | None = None,
         timeout: float | None = None,
         max_payload: int | None = None,
         max_result: int | None = None,
         max_in_flight: int | None = None,
-        check_versions: bool = True,
+        check_versions: bool | None = None,
         name: str | None = None,
+        remote: str | None = None,
+        batch_size: int | None = None,
     ) -> None:
+        retries = int(config.resolve(retries, "executor.retries"))
+        timeout = config.resolve(timeout, "executor.timeout")
+        batch_size = int(config.resolve(batch_size, "executor.batch-size"))
         if retries < 0:
             msg = f"retries must be 0 or more, got {retries}"
             raise InvalidOption(msg)
         if timeout is not None and timeout <= 0:
             msg = f"timeout must be positive, got {timeout}"
             raise InvalidOption(msg)
+        if batch_size < 1:
+            msg = f"batch_size must be 1 or more, got {batch_size}"
+            raise InvalidOption(msg)
         self.executor = executor
-        self.retries = int(retries)
-        self.timeout = timeout
+        self.retries = retries
+        self.timeout = None if timeout is None else float(timeout)
         self.max_payload = max_payload or getattr(executor, "max_payload", None)
         self.max_result = max_result or getattr(executor, "max_result", None)
         self.max_in_flight = max_in_flight or getattr(executor, "capacity", None)
-        self.check_versions = check_versions
+        self.check_versions = bool(config.resolve(check_versions, "executor.check-versions"))
         self.name = name or type(executor).__name__
+        self.remote = check_mode(str(config.resolve(remote, "executor.remote")))
+        self.batch_size = batch_size
         self._versions_checked = False
-        #: Counters of the last run: submitted, retried, failed parts, split chunks.
+        #: Counters of the last run: submitted, retried, failed, split, calls (batched).
         self.stats: dict[str, int] = {}
 
     def __repr__(self) -> str:
@@ -187,78 +234,98 @@ class ExecutorScheduler:
 
     def __call__(self, dsk: Any, keys: Any, **kwargs: Any) -> Any:
         """Compute ``keys`` of graph ``dsk`` (called by ``dask.compute``)."""
-        from dask._task_spec import convert_legacy_graph
         from dask.callbacks import local_callbacks, unpack_callbacks
 
-        if not isinstance(dsk, Mapping):
-            dsk = dsk.__dask_graph__()
-        graph = convert_legacy_graph(dict(dsk))
-        from pyhf_dask.executors.walker import _Run
+        from pyhf_dask.executors.routing import prepare, unfuse
+        from pyhf_dask.executors.walker import Run
 
+        graph, annotations = prepare(dsk)
+        graph = unfuse(graph, annotations, self.remote)
         with local_callbacks(kwargs.get("callbacks")) as callbacks:
             cbs = unpack_callbacks(callbacks)
-            return _Run(self, graph, keys, cbs).run()
+            return Run(self, graph, keys, annotations, cbs).run()
 
     # -- submissions -------------------------------------------------------------------
 
-    def _submit(self, part: _Part) -> cf.Future[Any]:
-        part.attempts += 1
+    def _submit(self, part: _Part | _Batch) -> cf.Future[Any]:
+        if isinstance(part, _Part):
+            part.attempts += 1
+        else:
+            for call in part.calls:
+                call.attempts += 1
         part.started = time.monotonic()
         return self.executor.submit(part.func, *part.args, **part.kwargs)
 
     def _parts(
-        self, key: Hashable, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+        self, key: Hashable, task: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> list[_Part]:
-        """Split a fit task into submissions that respect the payload limits."""
-        if func is not fit_chunk or len(args) != 4:
-            return [_Part(key, (0,), func, args, kwargs, None)]
-        kernel, workspace, patches, options = args
-        n_poi = len(options["poi_values"])
-        n = _n_points(patches)
-        pieces = [patches]
+        """Split a splittable task into submissions that respect the payload limits."""
+        pieces = [(args, kwargs)]
         if self.max_result:
-            per_point = int((8 * n_poi * 6 + 8) * 4 / 3) + _RESULT_POINT_OVERHEAD
-            need = -(-n * per_point // self.max_result)
+            need = -(-task.result_bytes(args, kwargs) // self.max_result)
             if need > 1:
-                pieces = split_patches(patches, need)
+                pieces = task.split(args, kwargs, need)
         if self.max_payload:
-            pieces = [q for p in pieces for q in self._fit_payload(kernel, workspace, p, options)]
+            pieces = [q for a, k in pieces for q in self._fit_payload(key, task, a, k)]
         if len(pieces) > 1:
             self.stats["split"] = self.stats.get("split", 0) + 1
             log.info(
-                "%s: chunk %s split into %d submissions to respect payload limits",
+                "%s: task %s split into %d submissions to respect payload limits",
                 self.name,
                 key,
                 len(pieces),
             )
-        return [
-            _Part(key, (i,), func, (kernel, workspace, p, options), kwargs, _n_points(p), n_poi)
-            for i, p in enumerate(pieces)
-        ]
+        return [_Part(key, (i,), task, a, k) for i, (a, k) in enumerate(pieces)]
 
-    def _fit_payload(self, kernel: str, workspace: Any, patches: Any, options: Any) -> list[Any]:
+    def _fit_payload(
+        self, key: Hashable, task: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
         assert self.max_payload is not None
-        size = estimate_payload((kernel, workspace, patches, options))
+        size = estimate_payload(args, kwargs)
         if size <= self.max_payload:
-            return [patches]
-        n = _n_points(patches)
-        if n == 1:
-            base = estimate_payload((kernel, workspace, [], options))
-            what = "the workspace alone" if base > self.max_payload else "one point"
+            return [(args, kwargs)]
+        if task.n_points(args, kwargs) <= 1:
             msg = (
-                f"a fit task is {size / 1e6:.1f} MB serialized, more than the "
+                f"task {key!r} is {size / 1e6:.1f} MB serialized, more than the "
                 f"{self.max_payload / 1e6:.1f} MB that {self.name} accepts per submission, "
-                f"and {what} already exceeds it: it cannot be sent (use an executor without "
-                "a payload limit, e.g. --executor distributed or parsl)"
+                "and one point already exceeds it: it cannot be sent (use an executor "
+                "without a payload limit, e.g. --executor distributed or parsl)"
             )
             raise InvalidOption(msg)
         return [
-            q
-            for p in split_patches(patches, 2)
-            for q in self._fit_payload(kernel, workspace, p, options)
+            q for a, k in task.split(args, kwargs, 2) for q in self._fit_payload(key, task, a, k)
         ]
 
-    def _started(self, fut: cf.Future[Any], part: _Part) -> float | None:
+    def _batches(self, calls: list[_Call], free: int | None) -> list[_Batch]:
+        """Group plain calls into batches: ``batch_size`` at most, spread over ``free``
+        submission slots, each under the payload limit."""
+        if not calls:
+            return []
+        size = self.batch_size
+        if free:
+            size = max(1, min(size, -(-len(calls) // free)))
+        out: list[_Batch] = []
+        for i in range(0, len(calls), size):
+            out.extend(self._batch_payload(calls[i : i + size]))
+        return out
+
+    def _batch_payload(self, calls: list[_Call]) -> list[_Batch]:
+        batch = _Batch(calls)
+        if not self.max_payload:
+            return [batch]
+        size = estimate_payload(batch.args)
+        if size <= self.max_payload:
+            return [batch]
+        if len(calls) == 1:
+            msg = (
+                f"task {calls[0].key!r} is {size / 1e6:.1f} MB serialized, more than the "
+                f"{self.max_payload / 1e6:.1f} MB that {self.name} accepts per submission"
+            )
+            raise InvalidOption(msg)
+        half = len(calls) // 2
+        return [*self._batch_payload(calls[:half]), *self._batch_payload(calls[half:])]
+
+    def _started(self, fut: cf.Future[Any], part: _Part | _Batch) -> float | None:
         """When ``fut`` started running (``None``: still queued), for timeouts."""
         started_at = getattr(self.executor, "started_at", None)
         if started_at is None:

@@ -144,9 +144,9 @@ def open_distributed(
     scheduler_address: str | None = None,
     *,
     workers: int | None = None,
-    retries: int = 2,
+    retries: int | None = None,
     timeout: float | None = None,
-    check_versions: bool = True,
+    check_versions: bool | None = None,
 ) -> Iterator[ExecutorScheduler]:
     """Yield an :class:`ExecutorScheduler` over a dask.distributed cluster.
 

@@ -74,9 +74,9 @@ def wrap(executor: Any, **kwargs: Any) -> ExecutorScheduler:
 def open_globus(
     endpoint: str,
     *,
-    retries: int = 2,
+    retries: int | None = None,
     timeout: float | None = None,
-    check_versions: bool = True,
+    check_versions: bool | None = None,
     **executor_options: Any,
 ) -> Iterator[ExecutorScheduler]:
     """Yield an :class:`ExecutorScheduler` over a Globus Compute ``Executor``.

@@ -95,9 +95,9 @@ def open_parsl(
     config: str | os.PathLike[str] | Any | None = None,
     *,
     workers: int | None = None,
-    retries: int = 2,
+    retries: int | None = None,
     timeout: float | None = None,
-    check_versions: bool = True,
+    check_versions: bool | None = None,
 ) -> Iterator[ExecutorScheduler]:
     """Yield an :class:`ExecutorScheduler` over Parsl's ``ParslPoolExecutor``.
 
