@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import ipaddress
 import threading
+from collections import Counter
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -94,3 +97,34 @@ class ListenWatcher:
         assert self.samples > 0
         wide = [s for s in self.seen if not _is_loopback(s[1])]
         assert not wide, f"sockets listening beyond loopback: {wide}"
+
+
+class CountingExecutor(cf.Executor):
+    """Threads that count submissions and the calls inside them (a batch holds several).
+
+    ``calls`` maps the name of each function run to how often it was submitted;
+    ``points`` sums the points of the fit submissions (patches, the third argument).
+    """
+
+    def __init__(self, workers: int = 2) -> None:
+        self.pool = cf.ThreadPoolExecutor(workers)
+        self.lock = threading.Lock()
+        self.submitted = 0
+        self.calls: Counter[str] = Counter()
+        self.points = 0
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> cf.Future[Any]:
+        from pyhf_dask.tasks import run_batch
+
+        with self.lock:
+            self.submitted += 1
+            inner = args[0] if fn is run_batch else [(fn, args, kwargs)]
+            for func, a, _ in inner:
+                name = getattr(func, "__name__", type(func).__name__)
+                self.calls[name] += 1
+                if name == "fit_chunk":
+                    self.points += len(getattr(a[2], "values", a[2]))
+        return self.pool.submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self.pool.shutdown(wait=wait, cancel_futures=cancel_futures)
