@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 from collections.abc import Hashable, Mapping
 from typing import Any, Literal
 
@@ -36,18 +37,13 @@ Route = Literal["split", "call", "local"]
 REMOTE_MODES = ("all", "marked")
 
 #: Top-level modules whose functions are plumbing that runs in the client in ``"all"``
-#: mode (Dask's own tasks, array assembly, pyhf_dask's result extraction).
+#: mode: the standard library (``builtins``, ``operator``, ...), Dask's own tasks, array
+#: assembly, and pyhf_dask's result extraction.
 LOCAL_MODULES = frozenset(
     {
-        "builtins",
-        "collections",
-        "copy",
+        *sys.stdlib_module_names,
         "dask",
-        "functools",
-        "itertools",
-        "math",
         "numpy",
-        "operator",
         "pandas",
         "pyhf_dask",
         "tlz",

@@ -100,14 +100,16 @@ class ListenWatcher:
 
 
 class CountingExecutor(cf.Executor):
-    """Threads that count submissions and the calls inside them (a batch holds several).
+    """Threads (or ``inner``) that count submissions and the calls inside them.
+
+    A batch (:func:`pyhf_dask.tasks.run_batch`) holds several calls.
 
     ``calls`` maps the name of each function run to how often it was submitted;
     ``points`` sums the points of the fit submissions (patches, the third argument).
     """
 
-    def __init__(self, workers: int = 2) -> None:
-        self.pool = cf.ThreadPoolExecutor(workers)
+    def __init__(self, workers: int = 2, inner: cf.Executor | None = None) -> None:
+        self.pool = inner or cf.ThreadPoolExecutor(workers)
         self.lock = threading.Lock()
         self.submitted = 0
         self.calls: Counter[str] = Counter()
