@@ -9,10 +9,15 @@ Example:
     >>> found = ds.pyhf_dask.contour()  # msb vs mn2 at mn1 = 60  # doctest: +SKIP
     >>> found.get("obs").lines[0][:2]                        # doctest: +SKIP
     >>> fig = ds.pyhf_dask.plot_exclusion(band2=True)       # doctest: +SKIP
+
+A lazy Dataset (straight from :func:`pyhf_dask.scan`) is computed once, on the first call
+that needs values, and kept by the accessor (an INFO log says so): a contour and several
+plots of the same Dataset run every fit once. ``ds.pyhf_dask.computed`` is that Dataset.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +30,8 @@ if TYPE_CHECKING:  # the modules themselves (scipy, matplotlib) are imported whe
 
 __all__ = ["PyhfDaskAccessor"]
 
+log = logging.getLogger(__name__)
+
 
 @xr.register_dataset_accessor("pyhf_dask")
 class PyhfDaskAccessor:
@@ -33,18 +40,49 @@ class PyhfDaskAccessor:
     Every method forwards to :mod:`pyhf_dask.contours` or :mod:`pyhf_dask.plots` with the
     Dataset as first argument; see those functions for the options. The plots return a
     Figure that a notebook shows inline as it is (no ``%matplotlib inline`` needed);
-    :func:`pyhf_dask.figures.save_figure` writes it.
+    :func:`pyhf_dask.figures.save_figure` writes it. A lazy Dataset is computed once, the
+    first time values are needed (see :attr:`computed`).
     """
 
     def __init__(self, ds: xr.Dataset) -> None:
-        self._ds = ds
+        self._source = ds
+        self._computed: xr.Dataset | None = None
+
+    @property
+    def computed(self) -> xr.Dataset:
+        """The Dataset with its values in memory: a lazy one is computed once, then kept.
+
+        Example:
+            >>> import xarray as xr
+            >>> ds = xr.Dataset({"a": ("x", [1.0])}).chunk()
+            >>> ds.pyhf_dask.computed.a.chunks is None
+            True
+        """
+        if self._computed is None:
+            from pyhf_dask.results import is_lazy
+
+            if is_lazy(self._source):
+                n_tasks = len(self._source.__dask_graph__() or {})
+                log.info(
+                    "ds.pyhf_dask: computing the lazy Dataset once (%d tasks) and keeping it "
+                    "for every later contour and plot of this Dataset",
+                    n_tasks,
+                )
+                self._computed = self._source.compute()
+            else:
+                self._computed = self._source
+        return self._computed
+
+    @property
+    def _ds(self) -> xr.Dataset:
+        return self.computed
 
     @property
     def labels(self) -> list[str]:
         """The grid coordinate names, in order."""
         from pyhf_dask.contours import grid_labels
 
-        return grid_labels(self._ds)
+        return grid_labels(self._source)  # attributes and coordinates only: nothing to compute
 
     def plane(
         self,

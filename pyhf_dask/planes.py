@@ -15,7 +15,7 @@ import numpy as np
 import xarray as xr
 
 from pyhf_dask.exceptions import InputError, InvalidOption
-from pyhf_dask.results import as_str
+from pyhf_dask.results import load_once, point_names, status_names
 
 __all__ = [
     "CURVES",
@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 #: Curves of a contour set: observed, expected median and the expected band members.
 CURVES = ("obs", "exp", "exp-1", "exp+1", "exp-2", "exp+2")
 _BAND = {"exp": 0, "exp-1": -1, "exp+1": 1, "exp-2": -2, "exp+2": 2}
+#: Statuses of points without a result (failed, not fitted yet, not in this region).
+_NO_FIT = ("failed", "pending", "missing")
 
 Quantity = Literal["cls", "upper_limit"]
 SliceValue = float | tuple[float, float]
@@ -59,7 +61,7 @@ class Plane(NamedTuple):
 
     def usable(self, curve: str = "obs") -> np.ndarray:
         """Mask of the points whose fit did not fail and whose value is finite."""
-        return (self.status != "failed") & np.isfinite(self.values[curve])
+        return ~np.isin(self.status, _NO_FIT) & np.isfinite(self.values[curve])
 
     def describe(self) -> str:
         """The slice as text, e.g. ``"mn1 = 60"`` (empty for a 2-D grid)."""
@@ -260,7 +262,7 @@ def select_plane(
     """The points of ``ds`` in the plane of ``x`` and ``y`` at the slice ``where``.
 
     Args:
-        ds: a computed result Dataset.
+        ds: a result Dataset (a lazy one is computed first, once).
         x: horizontal coordinate (default: the first grid label).
         y: vertical coordinate (default: the second grid label).
         where: fixed value (``{"mn1": 60}``) or inclusive range (``{"mn1": (50, 70)}``) of
@@ -276,6 +278,7 @@ def select_plane(
             points that coincide in the plane.
     """
     _check_result(ds)
+    ds = load_once(ds)
     default_x, default_y = default_axes(ds)
     x, y = x or default_x, y or default_y
     labels = grid_labels(ds)
@@ -326,15 +329,15 @@ def select_plane(
         msg = f"{at} holds {holds} of the {x}-{y} plane, not a 2-D grid; {_grid_hint(ds, x, y)}"
         raise InvalidOption(msg)
     n = ds.sizes["point"]
-    status = as_str(chosen["status"].values) if "status" in ds else np.full(n, "")
+    status = status_names(chosen["status"]) if "status" in ds else np.full(n, "")
     if status.ndim > 1:  # a status per POI value: failed if any failed
         status = np.where(
             (status == "failed").any(axis=tuple(range(1, status.ndim))),
             "failed",
             status.reshape(n, -1)[:, 0],
         )
-    patch = as_str(ds["patch"].values) if "patch" in ds.coords else np.arange(n)
-    return Plane(x, y, selection, xs, ys, patch[mask], status[mask], values, poi_value)
+    names = point_names(ds)
+    return Plane(x, y, selection, xs, ys, names[mask], status[mask], values, poi_value)
 
 
 def resolve_cl(ds: xr.Dataset, cl: float | None) -> float:

@@ -34,7 +34,7 @@ from pyhf_dask.figures import (
     poi_symbol,
 )
 from pyhf_dask.plots import _colour_points, _dress_plane
-from pyhf_dask.results import as_str
+from pyhf_dask.results import load_once, point_names
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -45,7 +45,7 @@ __all__ = ["plot_brazil", "plot_upper_limits"]
 
 def _point_index(ds: xr.Dataset, point: int | str) -> int:
     if isinstance(point, str):
-        names = as_str(ds["patch"].values)
+        names = point_names(ds)
         found = np.flatnonzero(names == point)
         if not found.size:
             msg = f"no point named {point!r} in the result"
@@ -57,9 +57,17 @@ def _point_index(ds: xr.Dataset, point: int | str) -> int:
     return int(point)
 
 
+def _name(one: xr.Dataset, index: int) -> str:
+    """The name of the one point left in ``one`` (its patch name, else its index)."""
+    for coord in ("patch", "point"):
+        if coord in one.coords:
+            return str(one[coord].values)
+    return f"point {index}"
+
+
 def _all_failed(one: xr.Dataset, index: int) -> None:
     """One-line error for a point without any finite CLs, with the reason recorded."""
-    name = str(one["patch"].values) if "patch" in one.coords else f"point {index}"
+    name = _name(one, index)
     reason = ""
     if "message" in one:
         text = " ".join(str(np.ravel(np.asarray(one["message"].values))[0]).split())
@@ -90,8 +98,8 @@ def plot_brazil(
     is black with markers; the vertical lines are the observed and expected upper limits.
 
     Args:
-        ds: a computed result with a ``poi`` dimension.
-        point: index or patch name of the point.
+        ds: a result with a ``poi`` dimension (a lazy one: the point's chunk is computed).
+        point: index or name (patch name) of the point.
         cl: confidence level of the horizontal line (default: the result's ``cl``).
         log_y: logarithmic CLs axis.
         xlabel: the POI axis label (default: the POI's symbol and name, e.g.
@@ -108,7 +116,7 @@ def plot_brazil(
         raise InvalidOption(msg)
     cl = resolve_cl(ds, cl)
     index = _point_index(ds, point)
-    one = ds.isel(point=index)
+    one = load_once(ds.isel(point=index))  # a lazy result: only this point's chunk, once
     mu = np.asarray(ds["poi"].values, dtype=float)
     obs = np.asarray(one["CLs_obs"].values, dtype=float)
     exp = {
@@ -143,7 +151,7 @@ def plot_brazil(
         ax.set_yscale("log")
     ax.set_xlabel(xlabel or poi_label(ds))
     ax.set_ylabel("CLs")
-    name = str(one["patch"].values) if "patch" in one.coords else f"point {index}"
+    name = _name(one, index)
     ax.set_title(f"{name}: upper limit at {cl:.0%} CL", fontsize=11)
     ax.set_xlim(mu.min(), mu.max())
     legend(ax, title=analysis_text(label, energy=energy, lumi=lumi), loc="upper right")

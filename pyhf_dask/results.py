@@ -2,17 +2,24 @@
 
 Layout of a result Dataset:
 
-- dimension ``point`` with coordinates ``patch`` (the point's name) and one coordinate per
-  grid label (e.g. ``msb``, ``mn2``, ``mn1``);
+- dimension ``point`` indexed by the point's name (the patch name), so that ``xr.concat`` or
+  ``xr.merge`` of several regions aligns by mass point, with one coordinate per grid label
+  (e.g. ``msb``, ``mn2``, ``mn1``);
 - dimension ``band`` = ``[-2, -1, 0, 1, 2]`` for the expected band;
 - ``poi``: a scalar coordinate for one POI value, a dimension for several;
 - variables ``CLs_obs``, ``CLs_exp``, ``status``, ``message``, ``fit_time`` and, with a
   ``poi`` dimension, ``upper_limit_obs`` and ``upper_limit_exp``;
+- ``status`` is a CF flag variable (``int8`` with ``flag_values`` and ``flag_meanings``:
+  :data:`STATUS_FLAGS`; :func:`status_names` turns it into names), ``message`` a
+  variable-length string array (:data:`TEXT`), so a lazy ``to_zarr``/``to_netcdf`` never has
+  to load a variable to choose its type (every fit runs once), and both round trips are
+  ``identical``;
 - flat provenance attributes (strings and numbers only, so netCDF can store them).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -20,9 +27,37 @@ from typing import Any, NamedTuple
 import numpy as np
 import xarray as xr
 
-from pyhf_dask.kernels import BAND
+from pyhf_dask.kernels import BAND, STATUS
 
-__all__ = ["ScanSummary", "as_str", "summarize", "to_netcdf", "unstack", "upper_limits"]
+__all__ = [
+    "STATUS_FLAGS",
+    "TEXT",
+    "ScanSummary",
+    "as_str",
+    "as_text",
+    "encode_status",
+    "is_lazy",
+    "load_once",
+    "point_names",
+    "status_attrs",
+    "status_names",
+    "summarize",
+    "to_netcdf",
+    "unstack",
+    "upper_limits",
+]
+
+log = logging.getLogger(__name__)
+
+#: Meanings of the ``status`` flag values 0, 1, ...: the kernels' statuses, then
+#: ``pending`` (a store's point not fitted yet) and ``missing`` (a combined Dataset's point
+#: that this region does not have).
+STATUS_FLAGS = (*STATUS, "pending", "missing")
+#: Variable-length strings as xarray marks them (``object`` with ``element_type=str``): known
+#: to be strings before computing (xarray loads a plain ``object`` array to choose a type),
+#: written lazily as netCDF-4 ``string`` and as Zarr v3's stable ``string`` type (fixed-width
+#: ``<U`` strings raise Zarr's ``UnstableSpecificationWarning``).
+TEXT = np.dtype("O", metadata={"element_type": str})
 
 
 def upper_limits(
@@ -119,9 +154,111 @@ def as_str(values: Any) -> np.ndarray:
     return np.array([str(v) for v in array.ravel()], dtype=str).reshape(array.shape)
 
 
+def as_text(values: Any) -> np.ndarray:
+    """A :data:`TEXT` (variable-length string) array from strings of any storage.
+
+    Example:
+        >>> as_text(np.array(["a", "bc"])).dtype.metadata["element_type"]
+        <class 'str'>
+    """
+    return np.asarray(as_str(values), dtype=TEXT)
+
+
+def status_attrs() -> dict[str, Any]:
+    """CF flag attributes of the ``status`` variable.
+
+    Example:
+        >>> status_attrs()["flag_meanings"]
+        'converged partial failed fallback pending missing'
+    """
+    return {
+        "long_name": "fit status",
+        "flag_values": np.arange(len(STATUS_FLAGS), dtype=np.int8),
+        "flag_meanings": " ".join(STATUS_FLAGS),
+    }
+
+
+def encode_status(names: Any) -> np.ndarray:
+    """Status names (``"converged"``, ...) as their ``int8`` flag values.
+
+    Example:
+        >>> encode_status(["failed", "converged"]).tolist()
+        [2, 0]
+    """
+    text = as_str(names)
+    codes = np.full(text.shape, -1, dtype=np.int8)
+    for value, meaning in enumerate(STATUS_FLAGS):
+        codes[text == meaning] = value
+    if (codes < 0).any():
+        unknown = sorted(set(text[codes < 0].tolist()))
+        msg = f"unknown status {unknown} (known: {', '.join(STATUS_FLAGS)})"
+        raise ValueError(msg)
+    return codes
+
+
+def status_names(status: xr.DataArray | np.ndarray) -> np.ndarray:
+    """Names of a ``status`` variable: flag values decoded, strings (older files) kept.
+
+    Args:
+        status: the ``status`` variable (its ``flag_meanings`` are used when present) or
+            its values.
+
+    Example:
+        >>> status_names(np.array([0, 2], dtype=np.int8)).tolist()
+        ['converged', 'failed']
+    """
+    values = np.asarray(status.values if isinstance(status, xr.DataArray) else status)
+    if values.dtype.kind not in "iu":
+        return as_str(values)
+    attrs = status.attrs if isinstance(status, xr.DataArray) else {}
+    meanings = str(attrs.get("flag_meanings", " ".join(STATUS_FLAGS))).split()
+    flags = np.asarray(attrs.get("flag_values", np.arange(len(meanings))))
+    lookup = dict(zip(flags.tolist(), meanings, strict=True))
+    names = [lookup.get(int(v), f"flag {int(v)}") for v in values.ravel()]
+    return np.array(names, dtype=str).reshape(values.shape)
+
+
+def point_names(ds: xr.Dataset) -> np.ndarray:
+    """The points' names: the ``point`` index (a ``patch`` coordinate in older files).
+
+    Example:
+        >>> point_names(xr.Dataset(coords={"point": ["a_1", "a_2"]})).tolist()
+        ['a_1', 'a_2']
+    """
+    if "patch" in ds.coords:
+        return as_str(ds["patch"].values)
+    return as_str(ds["point"].values)
+
+
+def is_lazy(ds: xr.Dataset) -> bool:
+    """Whether any variable of ``ds`` is dask-backed (computing it runs fits).
+
+    Example:
+        >>> is_lazy(xr.Dataset({"a": ("x", [1.0])}))
+        False
+    """
+    return any(var.chunks is not None for var in ds.variables.values())
+
+
+def load_once(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` computed in one pass when it is lazy (every fit runs once), else ``ds``.
+
+    Reading the variables of a lazy result one by one would run its fits once per variable.
+
+    Example:
+        >>> load_once(xr.Dataset({"a": ("x", [1.0])})).a.values.tolist()
+        [1.0]
+    """
+    if not is_lazy(ds):
+        return ds
+    n_tasks = len(ds.__dask_graph__() or {})
+    log.info("computing the lazy result once (%d tasks): pass a computed one to reuse it", n_tasks)
+    return ds.compute()
+
+
 def summarize(ds: xr.Dataset) -> ScanSummary:
     """Count converged, fallback and failed points of a computed result."""
-    status = as_str(ds["status"].values)
+    status = status_names(ds["status"])
     return ScanSummary(
         n_points=int(status.size),
         n_converged=int((status == "converged").sum()),
@@ -132,10 +269,15 @@ def summarize(ds: xr.Dataset) -> ScanSummary:
 
 
 def to_netcdf(ds: xr.Dataset, path: str | os.PathLike[str]) -> None:
-    """Write a computed result to netCDF-4 (readable with ``xarray.open_dataset``)."""
+    """Write a result, computed or lazy, to netCDF-4 (``xarray.open_dataset`` reads it).
+
+    A lazy result is computed once, while it is written (every fit runs once).
+
+    Example:
+        >>> to_netcdf(ds, "regionA.nc")  # doctest: +SKIP
+    """
     out = ds.copy()
-    for name in ("message", "status", "patch"):
-        if name in out.variables:
-            out[name] = out[name].copy(data=as_str(out[name].values))
-    encoding: dict[str, Any] = {}
-    out.to_netcdf(path, engine="h5netcdf", encoding=encoding)
+    for name in ("message", "patch"):  # older results: object or fixed-width strings
+        if name in out.variables and out[name].dtype != TEXT and out[name].chunks is None:
+            out[name] = out[name].copy(data=as_text(out[name].values))
+    out.to_netcdf(path, engine="h5netcdf")

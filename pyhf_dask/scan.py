@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import dask.array as da
 import numpy as np
 import xarray as xr
 
@@ -17,9 +19,10 @@ from pyhf_dask.exceptions import InvalidOption
 from pyhf_dask.graph import build_graph, default_chunk_size, variable_arrays
 from pyhf_dask.grid import SignalGrid
 from pyhf_dask.kernels import BAND, FitOptions, resolve_kernel
+from pyhf_dask.results import TEXT, as_text, encode_status, status_attrs
 from pyhf_dask.validate import validate_grid
 
-__all__ = ["TEST_STATS", "make_options", "measurement_poi", "scan"]
+__all__ = ["TEST_STATS", "active_workers", "make_options", "measurement_poi", "scan"]
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +117,7 @@ def scan(
     cl: float | None = None,
     device: str | None = None,
     scipy_tolerance: float | None = None,
+    scheduler: Any = None,
 ) -> xr.Dataset:
     """Build the lazy result Dataset of a hypothesis-test scan over ``grid``.
 
@@ -126,7 +130,8 @@ def scan(
             values (``poi`` becomes a dimension and upper limits are derived).
         test_stat: ``"qtilde"`` (default) or ``"q"``.
         kernel: ``"pyhf"``, ``"jax"`` or ``"auto"`` (JAX when installed).
-        chunk_size: points per task (default: chosen from the kernel and grid size).
+        chunk_size: points per task (default: chosen from the kernel, the grid size and
+            the workers: see :func:`active_workers`).
         normsys_interpcode: ``"code4"`` (pyhf's ``Model()`` default) or ``"code1"``;
             ``None``: the ``pyhf-dask.normsys-interpcode`` setting.
         histosys_interpcode: ``"code4p"`` (pyhf's ``Model()`` default), ``"code0"`` or
@@ -138,6 +143,8 @@ def scan(
         scipy_tolerance: tolerance of the reference kernel's SciPy fits (default: pyhf's).
             On flat likelihoods pyhf's default stops early and CLs can be off by 1e-2
             (see BENCHMARKS.md); 1e-10 is a good choice for a reference scan.
+        scheduler: what the Dataset will be computed with (an executor, a
+            ``distributed.Client``, a wrapped one), only to size the chunks by its workers.
 
     Returns:
         A dask-backed :class:`xarray.Dataset` (see :mod:`pyhf_dask.results`).
@@ -168,7 +175,7 @@ def scan(
     if not 0.0 < cl < 1.0:
         msg = f"confidence level must be between 0 and 1, got {cl}"
         raise InvalidOption(msg)
-    workers = int(config.get("workers") or os.cpu_count() or 1)
+    workers = active_workers(scheduler)
     size = config.resolve(chunk_size, "chunk-size")
     size = default_chunk_size(kernel_name, len(grid), workers) if size == "auto" else int(size)
     if size < 1:
@@ -176,9 +183,13 @@ def scan(
         raise InvalidOption(msg)
     graph = build_graph(grid, kernel=kernel_name, options=options.to_dict(), chunk_size=size)
     arrays = variable_arrays(graph, poi_values, squeeze=squeeze, cl=cl)
+    # status as CF flags, message as variable-length strings: types known before computing
+    dims, status = arrays["status"]
+    arrays["status"] = (dims, da.map_blocks(encode_status, status, dtype=np.int8))
+    dims, message = arrays["message"]
+    arrays["message"] = (dims, da.map_blocks(as_text, message, dtype=TEXT))
     coords: dict[str, Any] = {
-        "point": np.arange(len(grid)),
-        "patch": ("point", np.array(grid.names, dtype=str)),
+        "point": np.array(grid.names, dtype=object),
         "band": np.array(BAND, dtype=np.int64),
         "poi": poi_values[0] if squeeze else np.array(poi_values),
     }
@@ -212,7 +223,6 @@ def _provenance(
         "test_stat": options.test_stat,
         "calctype": options.calctype,
         "poi_name": poi_name,
-        "poi_values": np.array(options.poi_values),
         "measurement": measurement,
         "normsys_interpcode": options.normsys_interpcode,
         "histosys_interpcode": options.histosys_interpcode,
@@ -231,10 +241,53 @@ def _provenance(
     }
 
 
+def active_workers(scheduler: Any = None) -> int:
+    """Workers that will run the fit tasks, to size the chunks.
+
+    In order: the workers of ``scheduler`` (a ``distributed.Client``, an executor's
+    ``capacity`` or ``max_workers``, also inside a :func:`pyhf_dask.executors.wrap`
+    scheduler); the workers of the active ``distributed`` client (its default client);
+    the ``pyhf-dask.workers`` setting; the cores of this machine.
+
+    Example:
+        >>> from concurrent.futures import ThreadPoolExecutor
+        >>> with ThreadPoolExecutor(3) as pool:
+        ...     active_workers(pool)
+        3
+    """
+    found = _scheduler_workers(scheduler) if scheduler is not None else None
+    if found is None and "distributed" in sys.modules:
+        from distributed import default_client
+
+        try:
+            found = _scheduler_workers(default_client())
+        except ValueError:  # no client is active
+            found = None
+    if found:
+        return found
+    return int(config.get("workers") or os.cpu_count() or 1)
+
+
+def _scheduler_workers(scheduler: Any) -> int | None:
+    target = getattr(scheduler, "executor", scheduler)  # a wrapped executor
+    target = getattr(target, "client", target)  # a client's executor
+    if type(target).__name__ == "Client" and hasattr(target, "nthreads"):
+        try:
+            return len(target.nthreads()) or None
+        except Exception as exc:  # a client that lost its scheduler: size by the rest
+            log.debug("cannot count the workers of %s: %s", target, exc)
+            return None
+    for name in ("capacity", "_max_workers", "max_workers", "workers"):
+        value = getattr(target, name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
 def _describe(ds: xr.Dataset) -> None:
     ds["CLs_obs"].attrs["long_name"] = "observed CLs"
     ds["CLs_exp"].attrs["long_name"] = "expected CLs (band in standard deviations)"
-    ds["status"].attrs["description"] = "converged | partial | failed | fallback"
+    ds["status"].attrs.update(status_attrs())
     ds["message"].attrs["description"] = "what the optimizer or the kernel said"
     ds["fit_time"].attrs["units"] = "s"
     ds["band"].attrs["units"] = "standard deviations"

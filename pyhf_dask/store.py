@@ -10,13 +10,11 @@ optionally ``"failed"`` and ``"partial"`` ones) are fitted again, after checking
 inputs and settings are those the store was made with.
 
 One writer per store: a scan holds the lock ``.pyhf_dask.lock`` in the store for as long
-as it runs: a folder made atomically (``mkdir``), written as an empty Zarr group whose
-attributes name the owner (pid, host, start, command), so Zarr readers ignore it. A
-second scan, ``resume``, ``retry_failed`` or ``overwrite`` on a locked store is refused
-with a message naming the owner; a lock left by a scan that died (its pid no longer runs
-on this host) is reported as stale and taken over only with ``break_lock=True``
-(``--break-lock``). ``overwrite`` deletes only a store made by pyhf_dask (a Zarr group with
-pyhf_dask's attributes), never another folder.
+as it runs (:mod:`pyhf_dask.store_lock`). A second scan, ``resume``, ``retry_failed`` or
+``overwrite`` on a locked store is refused with a message naming the owner; a lock left by
+a scan that died (its pid no longer runs on this host) is reported as stale and taken over
+only with ``break_lock=True`` (``--break-lock``). ``overwrite`` deletes only a store made
+by pyhf_dask (a Zarr group with pyhf_dask's attributes), never another folder.
 
 Example:
     >>> from pyhf_dask.grid import SignalGrid, scaled_signal, simple_workspace
@@ -25,21 +23,17 @@ Example:
     >>> import tempfile
     >>> path = Path(tempfile.mkdtemp()) / "results.zarr"
     >>> ds = scan_to_store(grid, path, kernel="pyhf", scheduler="synchronous")
-    >>> ds.status.values.tolist()
+    >>> status_names(ds.status).tolist()
     ['converged', 'converged']
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import shutil
-import socket
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -48,11 +42,12 @@ import xarray as xr
 from dask.callbacks import Callback
 
 from pyhf_dask._optional import require
-from pyhf_dask.exceptions import InvalidOption, OutputError, SettingsMismatch, StoreLocked
+from pyhf_dask.exceptions import InvalidOption, SettingsMismatch
 from pyhf_dask.graph import FIT_PREFIX, extract
 from pyhf_dask.grid import SignalGrid
-from pyhf_dask.results import as_str
+from pyhf_dask.results import STATUS_FLAGS, TEXT, as_text, encode_status, status_names
 from pyhf_dask.scan import scan
+from pyhf_dask.store_lock import LOCK_NAME, lock_store, only_lock
 
 __all__ = [
     "LOCK_NAME",
@@ -68,8 +63,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 PENDING = "pending"
-#: The lock a scan holds inside its store (an empty Zarr group naming the owner).
-LOCK_NAME = ".pyhf_dask.lock"
 #: Attributes that must be equal between a store and the scan that resumes it.
 MATCHED_ATTRS = (
     "workspace_digest",
@@ -77,7 +70,6 @@ MATCHED_ATTRS = (
     "kernel",
     "test_stat",
     "calctype",
-    "poi_values",
     "measurement",
     "normsys_interpcode",
     "histosys_interpcode",
@@ -133,122 +125,17 @@ def is_result_store(path: str | os.PathLike[str]) -> bool:
     return False
 
 
-def _owner_text(owner: dict[str, Any]) -> str:
-    started = owner.get("started")
-    when = time.strftime(" since %Y-%m-%d %H:%M:%S", time.localtime(started)) if started else ""
-    return f"pid {owner.get('pid', '?')} on host {owner.get('host', '?')}{when}"
-
-
-def _owner_alive(owner: dict[str, Any]) -> bool | None:
-    """Whether the lock's owner still runs (``None``: another host, cannot tell)."""
-    if owner.get("host") != socket.gethostname():
-        return None
-    try:
-        pid = int(owner["pid"])
-        os.kill(pid, 0)
-    except (KeyError, TypeError, ValueError, ProcessLookupError):
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(ImportError, Exception):  # a reused pid started after the lock
-        import psutil
-
-        if psutil.Process(pid).create_time() > float(owner.get("started", 0)) + 1:
-            return False
-    return True
-
-
-@contextlib.contextmanager
-def lock_store(path: str | os.PathLike[str], *, break_lock: bool = False) -> Iterator[Path]:
-    """Hold the store's lock file for the duration of the ``with`` block.
-
-    Args:
-        path: the store folder (created when missing).
-        break_lock: take over a lock that another scan holds or left behind.
-
-    Raises:
-        StoreLocked: another scan holds the lock, or a dead one left it (stale).
-    """
-    path = Path(path)
-    created = not path.exists()
-    lock = path / LOCK_NAME
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        _take(lock, path, break_lock)
-    except OSError as exc:
-        msg = f"{path}: cannot write the store here ({exc.strerror or exc})"
-        raise OutputError(msg) from exc
-    try:
-        yield path
-    finally:
-        if _read_owner(lock).get("pid") == os.getpid():
-            shutil.rmtree(lock, ignore_errors=True)
-        if created:
-            with contextlib.suppress(OSError):
-                path.rmdir()  # only when the scan stopped before the store was made
-
-
-def _read_owner(lock: Path) -> dict[str, Any]:
-    try:
-        owner = json.loads((lock / "zarr.json").read_text()).get("attributes", {})
-    except (OSError, ValueError, AttributeError):
-        return {}
-    return owner if isinstance(owner, dict) else {}
-
-
-def _take(lock: Path, path: Path, break_lock: bool) -> None:
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
-    me["command"] = " ".join(sys.argv)[:500]
-    for _ in range(3):
-        try:
-            lock.mkdir()  # atomic: exactly one scan succeeds
-        except FileExistsError:
-            owner = _read_owner(lock)
-            if break_lock:
-                log.warning("%s: breaking the lock of %s", path, _owner_text(owner))
-                shutil.rmtree(lock, ignore_errors=True)
-                continue
-            alive = _owner_alive(owner) if owner else True  # no owner yet: being taken
-            if alive is False:
-                msg = (
-                    f"{path} is locked by {_owner_text(owner)}, which no longer runs (a scan "
-                    "that crashed or was killed): rerun with --break-lock to take the store over"
-                )
-            elif alive is None:
-                msg = (
-                    f"{path} is locked by {_owner_text(owner)} (cannot check another host): "
-                    "rerun with --break-lock if that scan no longer runs"
-                )
-            else:
-                msg = (
-                    f"{path} is in use by another scan ({_owner_text(owner)}): wait for it "
-                    "to finish or choose another output"
-                )
-            raise StoreLocked(msg) from None
-        meta = {"zarr_format": 3, "node_type": "group", "attributes": me}
-        (lock / "zarr.json").write_text(json.dumps(meta))
-        return
-    msg = f"{path}: could not take the lock"  # pragma: no cover - lost a race 3 times
-    raise StoreLocked(msg)
-
-
-def _only_lock(path: Path) -> bool:
-    return {p.name for p in path.iterdir()} <= {LOCK_NAME}
-
-
 def _template(lazy: xr.Dataset) -> xr.Dataset:
     data = {}
     for name, var in lazy.data_vars.items():
         if name == "status":
-            values = np.full(var.shape, PENDING, dtype=object)
+            values = np.full(var.shape, STATUS_FLAGS.index(PENDING), dtype=np.int8)
         elif name == "message":
-            values = np.full(var.shape, "", dtype=object)
+            values = np.full(var.shape, "", dtype=TEXT)
         else:
             values = np.full(var.shape, np.nan, dtype=var.dtype)
         data[name] = (var.dims, values, var.attrs)
-    coords: dict[Any, Any] = dict(lazy.coords)
-    coords["patch"] = ("point", lazy["patch"].values.astype(object))
-    return xr.Dataset(data, coords=coords, attrs=lazy.attrs)
+    return xr.Dataset(data, coords=dict(lazy.coords), attrs=lazy.attrs)
 
 
 def _create(lazy: xr.Dataset, path: Path) -> None:
@@ -304,8 +191,10 @@ class StoreWriter(Callback):
             value = extract(result, name, self.poi_values, self.cl, self.squeeze)
             array = self.group[name]
             selection = (idx,) + (slice(None),) * (array.ndim - 1)
-            if name in ("message", "status"):
-                value = np.asarray(value, dtype=str).astype(object)
+            if name == "status":
+                value = encode_status(value)
+            elif name == "message":
+                value = as_text(value)
             array.oindex[selection] = value
         self.written += len(idx)
         if self.on_write is not None:
@@ -322,7 +211,14 @@ def plan_resume(store: xr.Dataset, lazy: xr.Dataset, *, retry_failed: bool) -> R
                 f"use the same inputs and settings, or a new output"
             )
             raise SettingsMismatch(msg)
-    status = as_str(store.status.values)
+    old, new = np.atleast_1d(store["poi"].values), np.atleast_1d(lazy["poi"].values)
+    if old.shape != new.shape or not np.allclose(old, new, rtol=0, atol=0):
+        msg = (
+            f"the store was made with POI values {old.tolist()}, this scan has "
+            f"{new.tolist()}; use the same inputs and settings, or a new output"
+        )
+        raise SettingsMismatch(msg)
+    status = status_names(store["status"])
     pending = status == PENDING
     failed = np.isin(status, ("failed", "partial"))  # partial: some POI values failed
     todo = pending | failed if retry_failed else pending
@@ -369,7 +265,7 @@ def scan_to_store(
     if exists and not resume and not overwrite:
         msg = f"{path} exists: resume it (--resume) or choose another output"
         raise InvalidOption(msg)
-    if exists and not (path.is_dir() and (is_result_store(path) or _only_lock(path))):
+    if exists and not (path.is_dir() and (is_result_store(path) or only_lock(path))):
         what = "--overwrite deletes" if overwrite and not resume else "--resume continues"
         msg = (
             f"{path} is not a pyhf-dask result store; {what} only stores made by "
@@ -390,7 +286,7 @@ def scan_to_store(
         if is_result_store(path):
             stored = open_store(path)
             scan_options.setdefault("chunk_size", int(stored.attrs["chunk_size"]))
-            lazy = scan(grid, **scan_options)
+            lazy = scan(grid, scheduler=scheduler, **scan_options)
             plan = plan_resume(stored, lazy, retry_failed=retry_failed)
             log.info(
                 "resuming %s: %d of %d points done, %d to fit (%d failed retried)",
@@ -402,7 +298,7 @@ def scan_to_store(
             )
             todo = plan.todo
         else:
-            lazy = scan(grid, **scan_options)
+            lazy = scan(grid, scheduler=scheduler, **scan_options)
             _create(lazy, path)
             todo = np.arange(len(grid))
         if len(todo):
@@ -435,7 +331,7 @@ def _fit_into(
     writer = StoreWriter(
         path,
         index,
-        poi_values=[float(v) for v in np.atleast_1d(lazy.attrs["poi_values"])],
+        poi_values=[float(v) for v in np.atleast_1d(lazy["poi"].values)],
         cl=float(lazy.attrs["cl"]),
         squeeze=squeeze,
         on_write=on_write,

@@ -9,6 +9,7 @@ from test_grid import two_mass_signal
 
 import pyhf_dask
 from pyhf_dask.grid import SignalGrid, scaled_signal
+from pyhf_dask.kernels import STATUS
 from pyhf_dask.results import summarize, to_netcdf, unstack, upper_limits
 
 
@@ -47,13 +48,9 @@ def test_netcdf_round_trip(seed_workspace, tmp_path):
     )
     path = tmp_path / "out.nc"
     to_netcdf(ds, path)
-    back = xr.open_dataset(path)
-    np.testing.assert_array_equal(back.CLs_obs.values, ds.CLs_obs.values)
-    np.testing.assert_array_equal(back.upper_limit_exp.values, ds.upper_limit_exp.values)
-    assert list(back.status.values) == list(ds.status.values)
-    assert back.attrs["workspace_digest"] == ds.attrs["workspace_digest"]
-    assert list(back.patch.values) == list(ds.patch.values)
-    back.close()
+    with xr.open_dataset(path) as back:
+        xr.testing.assert_identical(back.load(), ds)
+        assert back.status.attrs["flag_meanings"].split()[:4] == list(STATUS)
     summary = summarize(ds)
     assert summary.n_points == 2
     assert summary.n_converged == 2

@@ -64,8 +64,8 @@ def format_table(ds: xr.Dataset, *, limit: int | None = None) -> str:
         >>> ds = xr.Dataset(
         ...     {"CLs_obs": ("point", [0.5, np.nan]),
         ...      "CLs_exp": (("point", "band"), [[.1, .2, .3, .4, .5], [np.nan] * 5]),
-        ...      "status": ("point", ["converged", "failed"])},
-        ...     coords={"patch": ("point", ["a_10", "a_9"]), "band": [-2, -1, 0, 1, 2]})
+        ...      "status": ("point", np.array([0, 2], dtype=np.int8))},
+        ...     coords={"point": ["a_10", "a_9"], "band": [-2, -1, 0, 1, 2]})
         >>> print(format_table(ds))
         patch  CLs_obs   exp-2σ   exp-1σ      exp   exp+1σ   exp+2σ  status
         a_9        nan      nan      nan      nan      nan      nan  failed
@@ -74,10 +74,11 @@ def format_table(ds: xr.Dataset, *, limit: int | None = None) -> str:
     import re
 
     from pyhf_dask.planes import grid_labels
+    from pyhf_dask.results import point_names, status_names
 
     if "poi" in ds.dims:
         ds = ds.isel(poi=0)
-    names = [str(n) for n in ds["patch"].values]
+    names = point_names(ds).tolist()
     labels = [name for name in grid_labels(ds) if name in ds.coords]
     if labels:
         columns = [np.asarray(ds[name].values, dtype=float) for name in labels]
@@ -94,7 +95,7 @@ def format_table(ds: xr.Dataset, *, limit: int | None = None) -> str:
     rows = ["  ".join(["patch".ljust(width), *(h.rjust(cell) for h in header), "status"])]
     obs = np.asarray(ds["CLs_obs"].values, dtype=float)
     exp = np.asarray(ds["CLs_exp"].values, dtype=float)
-    status = [str(value) for value in np.asarray(ds["status"].values)]
+    status = status_names(ds["status"]).tolist()
     count = len(names) if limit is None else min(limit, len(names))
     for i in order[:count]:
         numbers = [f"{v:{cell}.4f}" for v in (obs[i], *exp[i])]
@@ -332,6 +333,7 @@ def scan(
                 "retries": retries,
                 "timeout": timeout,
                 "check_versions": check_versions,
+                "device": device,
             },
             options={
                 "test_stat": test_stat,
@@ -344,7 +346,7 @@ def scan(
                 "scipy_tolerance": scipy_tolerance,
             },
         )
-    from pyhf_dask.results import as_str, summarize
+    from pyhf_dask.results import point_names, status_names, summarize
 
     if table or (table is None and output is None):
         click.echo(format_table(ds))
@@ -355,7 +357,7 @@ def scan(
         where = f" ({sum(fitted)} fitted in this run){where}"
     click.echo(f"pyhf-dask: {summary} in {elapsed:.1f} s{where}", err=True)
     if summary.n_failed or summary.n_partial:
-        failed = as_str(ds.patch.values)[np.isin(as_str(ds.status.values), ("failed", "partial"))]
+        failed = point_names(ds)[np.isin(status_names(ds.status), ("failed", "partial"))]
         shown = ", ".join(failed[:5]) + (" ..." if len(failed) > 5 else "")
         click.echo(f"pyhf-dask: failed points: {shown} (see the 'message' variable)", err=True)
         if fail_on_error:
@@ -422,7 +424,7 @@ def _run(
                     **options,
                 )
             else:
-                lazy = build_scan(grid, **options)
+                lazy = build_scan(grid, scheduler=scheduler, **options)
                 log.info("scanning %d points with kernel %s", len(grid), lazy.attrs["kernel"])
                 ds = lazy.compute(scheduler=scheduler)
     except KeyboardInterrupt as exc:
@@ -537,13 +539,13 @@ def _interrupted(output: Path | None, to_store: bool, signum: int) -> str:
     what = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
     if not to_store or output is None or not output.exists():
         return f"pyhf-dask: {what}; nothing was written (a .zarr output keeps finished points)"
-    from pyhf_dask.results import as_str
+    from pyhf_dask.results import status_names
     from pyhf_dask.store import is_result_store, open_store
 
     if not is_result_store(output):
         return f"pyhf-dask: {what} before the store {output} was made"
     ds = open_store(output)
-    done = int((as_str(ds.status.values) != "pending").sum())
+    done = int((status_names(ds.status) != "pending").sum())
     dropped = ("--resume", "--overwrite", "--break-lock")
     argv = [a for a in sys.argv[1:] if a not in dropped]
     command = shlex.join(["pyhf-dask", *argv, "--resume"])
