@@ -36,6 +36,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+from pyhf_dask import config
 from pyhf_dask.exceptions import InvalidOption
 from pyhf_dask.executors.adapter import ExecutorScheduler
 
@@ -73,13 +74,13 @@ def wrap(executor: Any, **kwargs: Any) -> ExecutorScheduler:
 
 @contextlib.contextmanager
 def open_scheduler(
-    executor: str = "local",
+    executor: str | None = None,
     *,
     workers: int | None = None,
     endpoint: str | None = None,
     scheduler_address: str | None = None,
     parsl_config: str | os.PathLike[str] | None = None,
-    engine: str = "globus",
+    engine: str | None = None,
     retries: int | None = None,
     timeout: float | None = None,
     check_versions: bool | None = None,
@@ -91,15 +92,17 @@ def open_scheduler(
     Everything it starts is shut down on exit, also after an error.
 
     Args:
-        executor: one of :data:`EXECUTORS`.
+        executor: one of :data:`EXECUTORS` (``None``: ``pyhf-dask.executor.default``).
         workers: local worker processes or threads (default: one per core).
         endpoint: Globus Compute endpoint UUID (``globus``).
         scheduler_address: address of a running Dask scheduler (``distributed``).
         parsl_config: Python file defining a Parsl ``config`` (``parsl``).
         engine: ``"globus"`` or ``"process"`` (``endpoint-local``).
         retries: extra attempts of a failed, lost or timed-out fit task.
-        timeout: seconds per fit task (``None``: no limit).
+        timeout: seconds per fit task (``pyhf-dask.executor.timeout``, null: no limit).
         check_versions: compare pyhf_dask/pyhf versions with a worker at the start.
+
+    Options left ``None`` are read from the ``pyhf-dask.executor`` configuration.
         device: ``"gpu"``: ``local`` starts one worker per visible GPU (or refuses).
 
     Example:
@@ -110,7 +113,7 @@ def open_scheduler(
     before = _descendants()
     try:
         with _open(
-            executor,
+            str(config.resolve(executor, "executor.default")),
             workers=workers,
             endpoint=endpoint,
             scheduler_address=scheduler_address,
@@ -138,10 +141,11 @@ def _descendants() -> dict[int, Any]:
         return {}
 
 
-def _reap(before: dict[int, Any], grace: float = 3.0) -> None:
+def _reap(before: dict[int, Any], grace: float | None = None) -> None:
     """Kill processes started since ``before`` that outlived their engine's shutdown."""
     from pyhf_dask.executors.local import stop_processes
 
+    grace = float(config.resolve(grace, "executor.stop-grace"))
     left = [
         p
         for pid, p in _descendants().items()
@@ -175,7 +179,7 @@ def _open(
     endpoint: str | None,
     scheduler_address: str | None,
     parsl_config: str | os.PathLike[str] | None,
-    engine: str,
+    engine: str | None,
     retries: int | None,
     timeout: float | None,
     check_versions: bool | None,
@@ -227,7 +231,7 @@ def _open(
 
         local = LocalEndpointExecutor(engine, workers=workers)
         try:
-            yield wrap(local, name=f"local endpoint ({engine})", **options)
+            yield wrap(local, name=f"local endpoint ({local.engine_name})", **options)
         finally:
             local.shutdown()
     else:

@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from pyhf_dask import config
 from pyhf_dask._optional import require
 from pyhf_dask.executors.adapter import ExecutorScheduler
 
@@ -184,12 +185,13 @@ def open_distributed(
         quiet = logging.getLogger("asyncio")
         level = quiet.level
         quiet.setLevel(logging.CRITICAL)
+        wait = float(config.get("executor.close-timeout"))
         try:
             if client is not None:
                 with contextlib.suppress(Exception):
-                    client.close(timeout=10)
+                    client.close(timeout=wait)
             if cluster is not None:
                 with contextlib.suppress(Exception):
-                    cluster.close(timeout=10)
+                    cluster.close(timeout=wait)
         finally:
             quiet.setLevel(level)

@@ -33,6 +33,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from pyhf_dask import config
 from pyhf_dask._optional import require
 from pyhf_dask.exceptions import InvalidOption, MissingDependency
 
@@ -92,13 +93,15 @@ class LocalEndpointExecutor(cf.Executor):
 
     def __init__(
         self,
-        engine: str = "globus",
+        engine: str | None = None,
         *,
         workers: int | None = None,
         run_dir: str | os.PathLike[str] | None = None,
         max_retries_on_system_failure: int = 0,
-        heartbeat_period: int = 2,
+        heartbeat_period: int | None = None,
     ) -> None:
+        engine = str(config.resolve(engine, "executor.endpoint-engine"))
+        heartbeat_period = int(config.resolve(heartbeat_period, "executor.heartbeat"))
         if engine not in ENGINES:
             msg = f"unknown endpoint engine {engine!r} (choose from: {', '.join(ENGINES)})"
             raise InvalidOption(msg)

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from pyhf_dask import config as settings
 from pyhf_dask._optional import require
 from pyhf_dask.exceptions import InvalidOption
 from pyhf_dask.executors.adapter import ExecutorScheduler
@@ -44,14 +45,15 @@ def local_config(workers: int | None = None, run_dir: str | None = None) -> Any:
     from parsl.executors import HighThroughputExecutor
     from parsl.providers import LocalProvider
 
+    heartbeat = int(settings.get("executor.heartbeat"))
     htex = HighThroughputExecutor(
         label="pyhf-dask-htex",
         address="127.0.0.1",
         loopback_address="127.0.0.1",
         encrypted=True,
         max_workers_per_node=workers or os.cpu_count() or 1,
-        heartbeat_period=2,
-        heartbeat_threshold=6,
+        heartbeat_period=heartbeat,
+        heartbeat_threshold=3 * heartbeat,
         provider=LocalProvider(init_blocks=1, min_blocks=1, max_blocks=1),
     )
     # Parsl starts its interchange and worker pool by command name: use the ones of this
@@ -147,7 +149,7 @@ def open_parsl(
                 from pyhf_dask.executors.local import stop_processes
 
                 log.info("stopping %d Parsl processes left running", len(left))
-                stop_processes(left, grace=3.0)
+                stop_processes(left, grace=float(settings.get("executor.stop-grace")))
             shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -166,8 +168,9 @@ def _children_ignore_sigint() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _shutdown(pool: Any, timeout: float = 60.0) -> None:
+def _shutdown(pool: Any, timeout: float | None = None) -> None:
     """The DFK's cleanup, given up after ``timeout`` (it waits on the interchange)."""
+    timeout = float(settings.resolve(timeout, "executor.shutdown-timeout"))
 
     def cleanup() -> None:
         try:

@@ -17,6 +17,7 @@ from collections import defaultdict
 from collections.abc import Hashable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from pyhf_dask import config
 from pyhf_dask.executors.adapter import _Batch, _Call, _Part
 from pyhf_dask.executors.routing import route
 from pyhf_dask.tasks import client_side
@@ -29,9 +30,6 @@ if TYPE_CHECKING:
 __all__ = ["Run"]
 
 log = logging.getLogger(__name__)
-
-#: Seconds queued tasks may wait while no task runs before the executor counts as stuck.
-_STALL = 60.0
 
 
 class Run:
@@ -196,6 +194,7 @@ class Run:
         # nothing running and nothing taken for long: the executor is stuck (e.g. a
         # stopped worker holds its queue), so queued tasks are abandoned too
         stalled = all(s is None for s in starts.values())
+        stall = float(config.get("executor.stall"))
         for fut, part in list(self.inflight.items()):
             started = starts[fut]
             limit = timeout * part.weight
@@ -203,8 +202,8 @@ class Run:
                 continue
             if started is not None and now - started > limit:
                 reason = f"no result within {limit:g} s of running"
-            elif started is None and stalled and now - part.started > max(limit, _STALL):
-                reason = f"not started by any worker within {max(limit, _STALL):g} s"
+            elif started is None and stalled and now - part.started > max(limit, stall):
+                reason = f"not started by any worker within {max(limit, stall):g} s"
             else:
                 continue
             del self.inflight[fut]
