@@ -24,7 +24,13 @@ signal: engines are shut down, then any process they started that is still alive
 stopped worker, a Parsl interchange) is killed.
 
 Any other ``concurrent.futures.Executor`` can be wrapped directly:
-``ds.compute(scheduler=pyhf_dask.executors.wrap(executor))``.
+``ds.compute(scheduler=pyhf_dask.executors.wrap(executor))``. The adapter routes tasks by
+what they are (:mod:`pyhf_dask.tasks`), never by key names, also after Dask's graph
+optimisation has fused them: a scan's fit tasks, and a user's own ``dask.delayed`` tasks
+(all that call user functions, or only those marked with ``pyhf_dask.tasks.remote`` or
+annotated ``pyhf_dask_remote=True``), batched for endpoints with per-task latency (see
+``examples/delayed_to_endpoint.py``). Defaults come from ``pyhf-dask.executor`` in the
+configuration (:mod:`pyhf_dask.config`).
 """
 
 from __future__ import annotations
@@ -57,9 +63,11 @@ EXECUTORS = (
 
 
 def wrap(executor: Any, **kwargs: Any) -> ExecutorScheduler:
-    """Scheduler for ``dask.compute`` that sends fit tasks to ``executor``.
+    """Scheduler for ``dask.compute`` that sends remote tasks to ``executor``.
 
     Globus Compute (and legacy funcX) executors get their payload limits applied.
+    ``kwargs`` are those of :class:`ExecutorScheduler` (``retries``, ``timeout``,
+    ``remote="all"|"marked"``, ``batch_size``, ...; ``None``: from the configuration).
 
     Example:
         >>> from concurrent.futures import ThreadPoolExecutor
