@@ -29,7 +29,7 @@ print(json.dumps({
     "threaded": threaded.CLs_obs.values.tolist(),
     "alone": alone.values.tolist(),
     "sync": sync.CLs_obs.values.tolist(),
-    "status": threaded.status.values.astype(str).tolist(),
+    "status": pyhf_dask.status_names(threaded.status).tolist(),
 }))
 """
 
