@@ -113,7 +113,7 @@ def fit_family(
 
     Returns:
         Per fit, shape ``(n, F)`` (``theta``: ``(n, F, P)``): ``theta``, ``value``,
-        ``converged``, ``n_iter`` (all starts), ``pgrad``, ``n_kink`` and ``restarts``
+        ``converged``, ``n_iter`` (all starts), ``pgrad``, ``n_kink``, ``psd`` and ``restarts``
         (second starts run for the fit).
     """
     n, n_fit = len(poi), len(poi_of_kind)
@@ -135,9 +135,14 @@ def fit_family(
     init, fixed = starts(rows, kinds, start[rows])
     first = run_fits(fit, models, rows, init, fixed, data[rows], aux[rows], size)
     theta = first["theta"].reshape(n, n_fit, -1)
-    value = np.where(first["converged"], first["value"], np.inf).reshape(n, n_fit)
     raw_value = first["value"].reshape(n, n_fit)
     converged = first["converged"].reshape(n, n_fit)
+    psd = first.get("psd", np.ones(n * n_fit, bool)).reshape(n, n_fit)
+
+    def certified_value() -> np.ndarray:
+        """``-2 log L`` of each fit where certified, else ``inf``."""
+        return np.where(converged, raw_value, np.inf)
+
     n_iter = first["n_iter"].reshape(n, n_fit).copy()
     pgrad = first["pgrad"].reshape(n, n_fit)
     n_kink = first.get("n_kink", np.zeros(n * n_fit, np.int64)).reshape(n, n_fit)
@@ -156,17 +161,20 @@ def fit_family(
         for r, (i, k, _, _) in enumerate(todo):
             restarts[i, k] += 1
             n_iter[i, k] += second["n_iter"][r]
-            better_certified = second["converged"][r] and second["value"][r] < value[i, k]
-            better_raw = not converged[i, k] and second["value"][r] < raw_value[i, k]
-            if better_certified or better_raw:
+            lower = second["value"][r] < raw_value[i, k]
+            # a certified fit is replaced by a lower certified one only; an uncertified
+            # one by any certified one, or by a lower uncertified one
+            if (second["converged"][r] and (lower or not converged[i, k])) or (
+                lower and not converged[i, k]
+            ):
                 theta[i, k] = second["theta"][r]
                 raw_value[i, k] = second["value"][r]
                 pgrad[i, k] = second["pgrad"][r]
+                converged[i, k] = bool(second["converged"][r])
                 if "n_kink" in second:
                     n_kink[i, k] = second["n_kink"][r]
-                if second["converged"][r]:
-                    value[i, k] = second["value"][r]
-                    converged[i, k] = True
+                if "psd" in second:
+                    psd[i, k] = second["psd"][r]
 
     # first look: every fit of a doubtful point again, from its siblings and mirrored
     gap = consistency_gap(raw_value, free_kind)
@@ -188,7 +196,7 @@ def fit_family(
     if kinked is not None:
         improving = np.ones((n, n_fit), dtype=bool)
         for _ in range(ORTHANT_ROUNDS):
-            before = value.copy()
+            before = certified_value()
             todo = []
             for p, k in zip(*np.nonzero(improving), strict=True):
                 x = theta[p, k]
@@ -198,7 +206,7 @@ def fit_family(
             if not todo:
                 break
             second_starts(todo)
-            improving = value < before - GAP_TOLERANCE
+            improving = certified_value() < before - GAP_TOLERANCE
             if not improving.any():
                 break
     # a fixed fit may have found a lower mode: the free fit starts from it, until consistent
@@ -219,5 +227,6 @@ def fit_family(
         "n_iter": n_iter,
         "pgrad": pgrad,
         "n_kink": n_kink,
+        "psd": psd,
         "restarts": restarts,
     }

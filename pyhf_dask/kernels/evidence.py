@@ -1,0 +1,117 @@
+"""What is true of a fit: the evidence behind ``converged``, or why a fit is not certified.
+
+A fit is certified (:mod:`pyhf_dask.kernels.jax_fit`) when its KKT residual is below the
+tolerance, the Hessian of its free parameters is positive semi-definite and ``-2 log L``
+is finite. When one of these fails, :func:`uncertified_reason` says which, in words a
+user can act on, naming the parameters that sit at a bound; :func:`advice` turns the
+reasons of a scan into what to try next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["advice", "parameter_labels", "uncertified_reason"]
+
+#: Parameters named per message at most.
+MAX_NAMED = 3
+
+
+def parameter_labels(names: Sequence[str], sizes: Sequence[int]) -> list[str]:
+    """One label per parameter: the set's name, with the component for sets of several.
+
+    Example:
+        >>> parameter_labels(["mu", "staterror_CR"], [1, 2])
+        ['mu', 'staterror_CR[0]', 'staterror_CR[1]']
+    """
+    out: list[str] = []
+    for name, size in zip(names, sizes, strict=True):
+        out += [name] if size == 1 else [f"{name}[{k}]" for k in range(size)]
+    return out
+
+
+def _named(index: np.ndarray, labels: Sequence[str] | None) -> str:
+    def one(j: int) -> str:
+        return labels[j] if labels is not None and j < len(labels) else f"parameter {j}"
+
+    text = ", ".join(one(int(j)) for j in index[:MAX_NAMED])
+    return text + (f" and {len(index) - MAX_NAMED} more" if len(index) > MAX_NAMED else "")
+
+
+def uncertified_reason(
+    theta: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    fixed: np.ndarray,
+    *,
+    value: float,
+    pgrad: float,
+    psd: bool,
+    gtol: float,
+    labels: Sequence[str] | None = None,
+) -> str:
+    """Why a fit ending at ``theta`` is not certified, in one phrase.
+
+    Args:
+        theta, lower, upper, fixed: the fit's parameters, bounds and fixed mask.
+        value: ``-2 log L`` at ``theta``.
+        pgrad: the KKT residual (projected gradient, one-sided at kinks).
+        psd: whether the Hessian of the free parameters is positive semi-definite.
+        gtol: the KKT tolerance.
+        labels: parameter names (default: positions).
+
+    Example:
+        >>> why = uncertified_reason(np.array([0.0, 2.0]), np.array([0.0, -5.0]),
+        ...                          np.array([10.0, 5.0]), np.array([False, False]),
+        ...                          value=3.0, pgrad=0.2, psd=False, gtol=1e-4,
+        ...                          labels=["mu", "alpha"])
+        >>> why.split("; ")[1:]
+        ['KKT residual 0.2 > 0.0001', 'at a bound: mu']
+    """
+    parts = []
+    if not np.isfinite(value):
+        parts.append("-2lnL is not finite (a non-positive expected yield in some bin)")
+    if not psd:
+        parts.append("flat or concave direction (free Hessian not positive semi-definite)")
+    if not np.isfinite(pgrad) or pgrad > gtol:
+        parts.append(f"KKT residual {pgrad:.3g} > {gtol:g}")
+    free = ~np.asarray(fixed, dtype=bool)
+    scale = 1e-9 * (1.0 + np.abs(theta))
+    at_bound = np.flatnonzero(
+        free & ((theta <= lower + scale) | (theta >= upper - scale)) & (lower < upper)
+    )
+    if at_bound.size:
+        parts.append(f"at a bound: {_named(at_bound, labels)}")
+    return "; ".join(parts) if parts else "certificate passed only after the fit stopped"
+
+
+def advice(reasons: Sequence[str], *, kinked_codes: bool) -> list[str]:
+    """What to try for the uncertified fits of a scan, from their reasons.
+
+    Example:
+        >>> advice(["KKT residual 0.3 > 0.0001; at a bound: mu"], kinked_codes=False)[0]
+        'parameters at a bound: where a bound is not physical, widen it in the measurement'
+    """
+    text = " ".join(reasons)
+    tips = []
+    if "at a bound" in text:
+        tips.append(
+            "parameters at a bound: where a bound is not physical, widen it in the measurement"
+        )
+    if "flat or concave" in text:
+        tips.append(
+            "a flat direction: a parameter the data do not constrain; fix it in the "
+            "measurement or check its modifier's variations"
+        )
+    if "not finite" in text:
+        tips.append("a non-positive expected yield: check the samples' nominal and variations")
+    if kinked_codes:
+        tips.append(
+            "code1/code0 interpolation has kinks at 0: the smooth defaults code4/code4p "
+            "(pyhf's) avoid them"
+        )
+    if not tips:
+        tips.append("re-run the failed points with --kernel pyhf (the reference kernel)")
+    return tips
