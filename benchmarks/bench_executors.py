@@ -5,10 +5,10 @@
     python benchmarks/bench_executors.py --kernel jax --points 0 \
         --regions RegionA,RegionB,RegionC --executors local,distributed,parsl,endpoint-local
 
-Overhead per task: ``--trivial`` tiny fit-keyed tasks (a no-op) through each scheduler,
-(wall time - startup) / tasks. Scan: the first ``--points`` points (0: all) of each of
-``--regions`` of the sbottom archive (code4/code4p) with ``--kernel``; the startup of the
-engine is reported separately.
+Overhead per task: ``--trivial`` tiny remote tasks (a no-op, one per submission) through
+each scheduler, (wall time - startup) / tasks. Scan: the first ``--points`` points (0: all)
+of each of ``--regions`` of the sbottom archive (code4/code4p) with ``--kernel``; the
+startup of the engine is reported separately.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from common import SBOTTOM
 
 import pyhf_dask
 from pyhf_dask.executors import open_scheduler
-from pyhf_dask.graph import FIT_PREFIX
+from pyhf_dask.tasks import remote
 
 ARCHIVE = str(SBOTTOM)
 
@@ -35,7 +35,8 @@ def noop(i: int) -> int:
 
 
 def trivial_graph(n: int) -> list:
-    return [dask.delayed(noop)(i, dask_key_name=f"{FIT_PREFIX}bench-{i}") for i in range(n)]
+    # marked remote tasks, one submission each (batch-size 1), as fit tasks are sent
+    return [dask.delayed(remote(noop))(i, dask_key_name=f"bench-noop-{i}") for i in range(n)]
 
 
 def bench(
@@ -62,7 +63,10 @@ def bench(
             )
         )
     t0 = time.perf_counter()
-    with open_scheduler(executor, workers=workers, check_versions=False) as scheduler:
+    with (
+        dask.config.set({"pyhf-dask.executor.batch-size": 1}),
+        open_scheduler(executor, workers=workers, check_versions=False) as scheduler,
+    ):
         t1 = time.perf_counter()
         dask.compute(noop(0), scheduler=scheduler)  # warm up workers
         t2 = time.perf_counter()
