@@ -7,6 +7,7 @@ those of Dask's synchronous scheduler.
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import subprocess
 import sys
 import threading
@@ -181,3 +182,25 @@ def test_example_runs() -> None:
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "'same': True" in proc.stdout and "'calls': 6" in proc.stdout
+
+
+class _LosesFirst(CountingExecutor):
+    """The first submission never finishes (a lost batch); the others run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lost = False
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if not self.lost:
+            self.lost = True
+            return cf.Future()  # never set: only the timeout ends it
+        return super().submit(fn, *args, **kwargs)
+
+
+def test_lost_batch_times_out_and_is_retried() -> None:
+    ex = _LosesFirst()
+    adapter = wrap(ex, check_versions=False, timeout=0.5, retries=1)
+    got = dask.compute(*[dask.delayed(_length)(b"ab") for _ in range(3)], scheduler=adapter)
+    assert got == (2, 2, 2)
+    assert adapter.stats["retried"] == 3 and adapter.stats["submitted"] == 2
