@@ -155,8 +155,11 @@ class Run:
             free = None if limit is None else limit - len(self.inflight)
             calls, self.calls = self.calls, []
             for batch in self.owner._batches(calls, free):
-                self._send(batch)
+                if limit is not None and len(self.inflight) >= limit:
+                    self.calls.extend(batch.calls)  # batched again when a slot frees
+                    continue
                 self.owner.stats["calls"] += len(batch.calls)
+                self._send(batch)
 
     def _send(self, part: _Part | _Batch) -> None:
         try:

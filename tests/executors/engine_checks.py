@@ -114,6 +114,8 @@ class CountingExecutor(cf.Executor):
         self.submitted = 0
         self.calls: Counter[str] = Counter()
         self.points = 0
+        self.outstanding = 0
+        self.most_outstanding = 0
 
     def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> cf.Future[Any]:
         from pyhf_dask.tasks import run_batch
@@ -126,7 +128,15 @@ class CountingExecutor(cf.Executor):
                 self.calls[name] += 1
                 if name == "fit_chunk":
                     self.points += len(getattr(a[2], "values", a[2]))
-        return self.pool.submit(fn, *args, **kwargs)
+            self.outstanding += 1
+            self.most_outstanding = max(self.most_outstanding, self.outstanding)
+        fut = self.pool.submit(fn, *args, **kwargs)
+        fut.add_done_callback(self._done)
+        return fut
+
+    def _done(self, _: cf.Future[Any]) -> None:
+        with self.lock:
+            self.outstanding -= 1
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         self.pool.shutdown(wait=wait, cancel_futures=cancel_futures)

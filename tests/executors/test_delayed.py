@@ -204,3 +204,12 @@ def test_lost_batch_times_out_and_is_retried() -> None:
     got = dask.compute(*[dask.delayed(_length)(b"ab") for _ in range(3)], scheduler=adapter)
     assert got == (2, 2, 2)
     assert adapter.stats["retried"] == 3 and adapter.stats["submitted"] == 2
+
+
+def test_in_flight_limit_holds_for_batches() -> None:
+    ex = CountingExecutor()
+    adapter = wrap(ex, check_versions=False, max_in_flight=2, batch_size=2)
+    got = dask.compute(*[dask.delayed(_length)(b"x" * i) for i in range(10)], scheduler=adapter)
+    assert got == tuple(range(10))
+    assert ex.submitted == 5 and adapter.stats["calls"] == 10
+    assert ex.most_outstanding <= 2
