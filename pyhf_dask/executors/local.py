@@ -12,6 +12,10 @@ it was used) that adds what a long scan needs:
   timeout counts running time only (:meth:`started_at`), never time spent queued.
 - **a stuck task can be abandoned.** :meth:`abandon` kills the worker running it
   (a stopped or hung worker), which breaks and replaces the pool.
+- **GPU workers.** :func:`open_pool` with ``device="gpu"`` starts one worker per visible
+  GPU, each pinned with ``CUDA_VISIBLE_DEVICES`` and with JAX's preallocation off
+  (:mod:`pyhf_dask.gpu`), and refuses in one line, before any fit, when no GPU is
+  visible.
 - **shutdown never hangs.** Workers that do not exit after a grace period (a SIGSTOPped
   worker, a fit that is still running after Ctrl-C) are continued and killed.
 
@@ -40,17 +44,31 @@ from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-__all__ = ["LocalProcessPool", "stop_processes"]
+__all__ = ["LocalProcessPool", "open_pool", "stop_processes"]
 
 log = logging.getLogger(__name__)
 
 _EVENTS: Any = None  # the worker side of the start-event queue
 
 
-def _init_worker(events: Any, pyhf_level: int) -> None:
-    """Initializer of every worker process."""
+def _init_worker(
+    events: Any,
+    pyhf_level: int,
+    environments: list[dict[str, str]] | None = None,
+    started: Any = None,
+) -> None:
+    """Initializer of every worker process.
+
+    With ``environments``, the ``k``-th worker started by the pool takes
+    ``environments[k % len(environments)]`` (its GPU), before anything starts JAX.
+    """
     global _EVENTS  # noqa: PLW0603
     _EVENTS = events
+    if environments:
+        with started.get_lock():
+            k = started.value
+            started.value += 1
+        os.environ.update(environments[k % len(environments)])
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
     logging.getLogger("pyhf").setLevel(pyhf_level)
 
@@ -107,11 +125,20 @@ class LocalProcessPool(cf.Executor):
         workers: worker processes.
         grace: seconds ``shutdown(wait=True)`` waits for idle workers to exit before
             killing them.
+        environments: per-worker environment variables, taken in turn by the workers
+            of each (new) pool, e.g. one GPU each (:func:`open_pool`).
     """
 
-    def __init__(self, workers: int, *, grace: float = 3.0) -> None:
+    def __init__(
+        self,
+        workers: int,
+        *,
+        grace: float = 3.0,
+        environments: list[dict[str, str]] | None = None,
+    ) -> None:
         self.workers = int(workers)
         self.grace = grace
+        self.environments = [dict(e) for e in environments] if environments else None
         self._ctx = multiprocessing.get_context("spawn")
         self._lock = threading.Lock()
         self._events = self._ctx.SimpleQueue()
@@ -133,11 +160,12 @@ class LocalProcessPool(cf.Executor):
 
     def _new_pool(self) -> cf.ProcessPoolExecutor:
         level = logging.getLogger("pyhf").getEffectiveLevel()
+        started = self._ctx.Value("i", 0) if self.environments else None  # per pool
         return cf.ProcessPoolExecutor(
             self.workers,
             mp_context=self._ctx,
             initializer=_init_worker,
-            initargs=(self._events, level),
+            initargs=(self._events, level, self.environments, started),
         )
 
     def _read_events(self) -> None:
@@ -237,6 +265,42 @@ class LocalProcessPool(cf.Executor):
             self._events.put(None)
         self._reader.join(2)
         self._events.close()
+
+
+def open_pool(
+    workers: int | None = None,
+    *,
+    device: str | None = None,
+    gpus: Callable[[], list[str]] | None = None,
+    grace: float = 3.0,
+) -> LocalProcessPool:
+    """The local executor's pool for a device: one worker per core, or per visible GPU.
+
+    Args:
+        workers: worker processes (default: one per CPU core; with ``device="gpu"`` one
+            per visible GPU, more than that share their GPUs round-robin).
+        device: ``"gpu"`` pins each worker to a GPU (``CUDA_VISIBLE_DEVICES``) with
+            JAX's preallocation off; anything else starts CPU workers.
+        gpus: GPU discovery (default :func:`pyhf_dask.gpu.visible_gpus`; tests inject
+            one).
+        grace: see :class:`LocalProcessPool`.
+
+    Raises:
+        InvalidOption: ``device="gpu"`` and no GPU is visible (one line, before any fit).
+    """
+    if device != "gpu":
+        return LocalProcessPool(workers or os.cpu_count() or 1, grace=grace)
+    from pyhf_dask.gpu import visible_gpus, worker_environments
+
+    found = (gpus or visible_gpus)()
+    environments = worker_environments(found, workers)
+    log.info(
+        "local GPU pool: %d worker(s) on GPU(s) %s, %s",
+        len(environments),
+        ",".join(found),
+        ", ".join(f"{k}={v}" for k, v in environments[0].items() if k != "CUDA_VISIBLE_DEVICES"),
+    )
+    return LocalProcessPool(len(environments), grace=grace, environments=environments)
 
 
 def _stop_pool(pool: cf.ProcessPoolExecutor, grace: float) -> None:
