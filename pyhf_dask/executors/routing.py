@@ -22,7 +22,7 @@ from typing import Any, Literal
 from dask.task_spec import Alias, GraphNode, Task
 
 from pyhf_dask.exceptions import InvalidOption
-from pyhf_dask.tasks import ANNOTATION, is_remote
+from pyhf_dask.tasks import ANNOTATION, SplittableTask, is_remote
 
 __all__ = ["LOCAL_MODULES", "REMOTE_MODES", "Route", "prepare", "route"]
 
@@ -184,10 +184,7 @@ def _inline_remote(node: Any, depth: int = 0) -> str:
 
 
 def _splittable(func: Any) -> bool:
-    return all(
-        callable(getattr(func, name, None))
-        for name in ("n_points", "split", "combine", "failed", "check", "result_bytes")
-    ) and callable(getattr(func, "worker", None))
+    return isinstance(func, SplittableTask)
 
 
 def _user_function(func: Any) -> bool:
