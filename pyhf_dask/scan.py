@@ -270,7 +270,8 @@ def active_workers(scheduler: Any = None) -> int:
 
 def _scheduler_workers(scheduler: Any) -> int | None:
     target = getattr(scheduler, "executor", scheduler)  # a wrapped executor
-    target = getattr(target, "client", target)  # a client's executor
+    # a client's executor: pyhf_dask's (client) or distributed's own (_client)
+    target = getattr(target, "client", None) or getattr(target, "_client", None) or target
     if type(target).__name__ == "Client" and hasattr(target, "nthreads"):
         try:
             return len(target.nthreads()) or None

@@ -39,6 +39,7 @@ def test_a_distributed_client_sets_the_number_of_fit_tasks(grid, kernel) -> None
         assert _n_tasks(ds) >= n_workers
         ds = pyhf_dask.scan(grid, kernel=kernel, scheduler=client)
         assert _n_tasks(ds) >= n_workers
+        assert active_workers(client.get_executor()) == n_workers
     with dask.config.set({"pyhf-dask.workers": 1}):  # no client any more: the setting
         assert _n_tasks(pyhf_dask.scan(grid, kernel="jax")) == 1
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dask
 import numpy as np
 import pytest
 import xarray as xr
+from reference_values import SBOTTOM_SETTINGS
 
 import pyhf_dask
 from pyhf_dask.combine import best_expected, combine_regions
@@ -12,6 +14,7 @@ from pyhf_dask.exceptions import InvalidOption
 from pyhf_dask.grid import SignalGrid, scaled_signal, simple_workspace
 from pyhf_dask.results import status_names
 
+LABELS = ["msb", "mn2", "mn1"]
 #: Compared per point (``fit_time`` differs between two runs of the same fit).
 VALUES = ("CLs_obs", "CLs_exp", "status", "message")
 
@@ -141,3 +144,41 @@ def test_regions_that_disagree_on_a_point_are_refused() -> None:
         combine_regions({"A": a, "B": b})
     with pytest.raises(InvalidOption, match="combine the regions first"):
         best_expected(a)
+
+
+def test_sbottom_regions_a_and_c_line_up_by_mass_point(sbottom_archive) -> None:
+    """Two regions of the real archive, two points each, one of them shared.
+
+    One ``dask.compute`` of the combination and of each region alone: the fits are the same
+    tasks (run once), so any difference is the combination putting a value elsewhere.
+    """
+    picks = {
+        "RegionA": ["sbottom_1300_450_60", "sbottom_1400_850_60"],
+        "RegionC": ["sbottom_1400_850_60", "sbottom_1300_850_60"],
+    }
+    lazy = {
+        region: pyhf_dask.scan(
+            SignalGrid.from_path(sbottom_archive, region=region, labels=LABELS).select(names),
+            kernel="pyhf",
+            chunk_size=1,
+            **SBOTTOM_SETTINGS,
+        )
+        for region, names in picks.items()
+    }
+    combined, *computed = dask.compute(
+        combine_regions(lazy), *lazy.values(), scheduler="synchronous"
+    )
+    alone = dict(zip(lazy, computed, strict=True))
+    assert dict(combined.sizes) == {"region": 2, "point": 3, "band": 5}
+    for region, ds in alone.items():
+        assert sorted(ds.point.values.tolist()) == sorted(picks[region])
+        for point in ds.point.values:
+            mine, theirs = combined.sel(region=region, point=point), ds.sel(point=point)
+            for name in (*VALUES, "fit_time"):
+                np.testing.assert_array_equal(mine[name].values, theirs[name].values)
+            assert [float(mine[c]) for c in LABELS] == [float(theirs[c]) for c in LABELS]
+    # the regions differ: the shared point has other CLs in each
+    shared = combined.sel(point="sbottom_1400_850_60").CLs_obs.values
+    assert shared[0] != shared[1]
+    absent = combined.sel(region="RegionC", point="sbottom_1300_450_60")
+    assert status_names(absent.status).item() == "missing"
