@@ -99,3 +99,27 @@ def test_executors_is_a_lazy_attribute() -> None:
     subprocess.run([sys.executable, "-c", code], check=True)
     with pytest.raises(AttributeError, match="no attribute 'nothing'"):
         _ = pyhf_dask.nothing  # type: ignore[attr-defined]
+
+
+def test_a_lazy_write_through_a_wrapped_executor_submits_each_fit_once(lazy, tmp_path) -> None:
+    """The same on an executor (``pyhf_dask.executors.wrap``): one submission per fit task."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    class Counting(ThreadPoolExecutor):
+        def __init__(self) -> None:
+            super().__init__(max_workers=2)
+            self.submitted = 0
+
+        def submit(self, fn, /, *args, **kwargs):
+            self.submitted += 1
+            return super().submit(fn, *args, **kwargs)
+
+    with Counting() as pool:
+        scheduler = pyhf_dask.executors.wrap(pool, check_versions=False)
+        lazy.to_zarr(tmp_path / "a.zarr", consolidated=False, compute=False).compute(
+            scheduler=scheduler
+        )
+        assert pool.submitted == N_TASKS
+        with dask.config.set(scheduler=scheduler):
+            pyhf_dask.to_netcdf(lazy, tmp_path / "a.nc")
+        assert pool.submitted == 2 * N_TASKS
