@@ -43,10 +43,11 @@ from dask.callbacks import Callback
 
 from pyhf_dask._optional import require
 from pyhf_dask.exceptions import InvalidOption, SettingsMismatch
-from pyhf_dask.graph import FIT_PREFIX, extract
+from pyhf_dask.graph import build_graph, extract
 from pyhf_dask.grid import SignalGrid
+from pyhf_dask.plan import ScanPlan, resolve_plan
 from pyhf_dask.results import STATUS_FLAGS, TEXT, as_text, encode_status, status_names
-from pyhf_dask.scan import scan
+from pyhf_dask.scan import scan_plan
 from pyhf_dask.store_lock import LOCK_NAME, lock_store, only_lock
 
 __all__ = [
@@ -178,10 +179,12 @@ class StoreWriter(Callback):
         self.squeeze = squeeze
         self.on_write = on_write
         self.written = 0
+        self.seen: set[str] = set()
 
     def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
         name = key if isinstance(key, str) else str(key)
-        if name in self.index:
+        if name in self.index and name not in self.seen:
+            self.seen.add(name)
             self.write(self.index[name], result)
 
     def write(self, idx: np.ndarray, result: dict[str, np.ndarray]) -> None:
@@ -286,66 +289,70 @@ def scan_to_store(
         if is_result_store(path):
             stored = open_store(path)
             scan_options.setdefault("chunk_size", int(stored.attrs["chunk_size"]))
-            lazy = scan(grid, scheduler=scheduler, **scan_options)
-            plan = plan_resume(stored, lazy, retry_failed=retry_failed)
+            plan = resolve_plan(grid, scheduler=scheduler, **scan_options)
+            left = plan_resume(stored, scan_plan(plan), retry_failed=retry_failed)
             log.info(
                 "resuming %s: %d of %d points done, %d to fit (%d failed retried)",
                 path,
-                plan.n_done,
+                left.n_done,
                 len(grid),
-                len(plan.todo),
-                plan.n_failed_retried,
+                len(left.todo),
+                left.n_failed_retried,
             )
-            todo = plan.todo
+            todo = left.todo
         else:
-            lazy = scan(grid, scheduler=scheduler, **scan_options)
-            _create(lazy, path)
+            plan = resolve_plan(grid, scheduler=scheduler, **scan_options)
+            _create(scan_plan(plan), path)
             todo = np.arange(len(grid))
         if len(todo):
-            _fit_into(grid, path, todo, lazy, scheduler, on_write, scan_options)
+            _fit_into(plan, path, todo, scheduler, on_write)
         return open_store(path)
 
 
 def _fit_into(
-    grid: SignalGrid,
+    plan: ScanPlan,
     path: Path,
     todo: np.ndarray,
-    lazy: xr.Dataset,
     scheduler: Any,
     on_write: Callable[[int], None] | None,
-    scan_options: dict[str, Any],
 ) -> None:
+    """Fit the points ``todo`` of ``plan`` and write each chunk as its fit task finishes.
+
+    Chunks are written by a Dask callback as their tasks finish (threads, processes,
+    synchronous, a :func:`pyhf_dask.executors.wrap` adapter). A scheduler that runs no
+    local callbacks (a plain ``distributed.Client``) still gets every chunk written when
+    the compute returns, with a warning that nothing was saved on the way.
+    """
     import dask
 
-    options = dict(scan_options)
-    options["chunk_size"] = int(lazy.attrs["chunk_size"])
-    sub = lazy if len(todo) == len(grid) else scan(grid.take(todo.tolist()), **options)
-    graph = dict(sub.__dask_graph__())
-    fit_keys = sorted(
-        (k for k in graph if str(k).startswith(FIT_PREFIX)),
-        key=lambda k: int(str(k).rsplit("-", 1)[1]),
+    sub = plan if len(todo) == len(plan.grid) else plan.for_points(todo.tolist())
+    graph = build_graph(
+        sub.grid,
+        kernel=sub.kernel,
+        options=sub.options.to_dict(),
+        chunk_size=sub.chunk_size,
+        indices=sub.bounds,
     )
-    size = int(lazy.attrs["chunk_size"])
-    index = {str(k): todo[int(str(k).rsplit("-", 1)[1]) :][:size] for k in fit_keys}
-    squeeze = "poi" not in lazy.dims
+    index = {sub.fit_key(start): todo[start:stop] for start, stop in sub.bounds}
     writer = StoreWriter(
         path,
         index,
-        poi_values=[float(v) for v in np.atleast_1d(lazy["poi"].values)],
-        cl=float(lazy.attrs["cl"]),
-        squeeze=squeeze,
+        poi_values=plan.poi_values,
+        cl=plan.cl,
+        squeeze=plan.squeeze,
         on_write=on_write,
     )
-    scheduler = _streaming(scheduler)
     with writer:
         # no graph optimisation: fusion would rename the fit tasks the writer listens to
-        dask.compute(sub["status"].data, scheduler=scheduler, optimize_graph=False)
-
-
-def _streaming(scheduler: Any) -> Any:
-    """A distributed Client does not run local callbacks: route it through the adapter."""
-    if type(scheduler).__name__ == "Client" and hasattr(scheduler, "get_executor"):
-        from pyhf_dask.executors import wrap
-
-        return wrap(scheduler.get_executor(pure=False))  # pure=False: a retry is a new task
-    return scheduler
+        results = dask.compute(*graph.parts, scheduler=scheduler, optimize_graph=False)
+    unseen = [key for key in index if key not in writer.seen]
+    if unseen:
+        log.warning(
+            "the scheduler reported no finished task to this process (a distributed.Client "
+            "runs no local callbacks): %d chunk(s) written only now, at the end; pass "
+            "pyhf_dask.executors.wrap(client.get_executor()) to save each chunk as it finishes",
+            len(unseen),
+        )
+        by_key = dict(zip(index, results, strict=True))
+        for key in unseen:
+            writer.write(index[key], by_key[key])

@@ -103,11 +103,6 @@ def test_tasks_protocol_imports_nothing_of_the_package() -> None:
     assert imports("pyhf_dask.tasks", top_level_only=False) == set()
 
 
-@pytest.mark.xfail(
-    reason="store.py still wraps a distributed Client with executors.wrap (issue 12, the "
-    "resolved-plan part, another engineer's file)",
-    strict=False,
-)
 def test_store_knows_no_executor() -> None:
     stores = [m for m in MODULES if _in(m, "pyhf_dask.store", "pyhf_dask.store_lock")]
     for module in stores:
