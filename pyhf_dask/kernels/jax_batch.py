@@ -26,11 +26,14 @@ from pyhf_dask.kernels.jax_model import ARRAY_FIELDS, DenseModel
 
 __all__ = [
     "MODEL_FIELDS",
+    "PAD_FILL",
     "Dims",
     "batch_size",
     "bucket",
     "dims_of",
+    "field_shapes",
     "pad_model",
+    "pad_rows",
     "padded_dims",
     "run_fits",
     "run_rows",
@@ -55,6 +58,26 @@ MAX_ITER = 220
 LARGE_MODEL_BATCH = 64
 
 Dims = tuple[int, int, int, int, int, int]  # params, cells, bins, norm slots, mult, width
+
+#: Value of the padded entries of each per-point array: padded parameters are fixed and
+#: enter no rate, padded cells have no rate, padded bins no data.
+PAD_FILL: dict[str, Any] = {
+    "nominal": 0.0,
+    "h_up": 0.0,
+    "h_dn": 0.0,
+    "n_hi": 1.0,
+    "n_lo": 1.0,
+    "data": 0.0,
+    "init": 0.0,
+    "lower": -1.0,
+    "upper": 1.0,
+    "fixed": True,
+    "gauss": False,
+    "sigma": 1.0,
+    "aux": 0.0,
+    "poisson": False,
+    "tau": 1.0,
+}
 
 
 def bucket(n: int) -> int:
@@ -92,6 +115,33 @@ def padded_dims(models: list[DenseModel]) -> Dims:
     return tuple(bucket(int(n)) for n in raw)  # type: ignore[return-value]
 
 
+def field_shapes(dims: Dims) -> dict[str, tuple[int, ...]]:
+    """Shape of each array of :data:`ARRAY_FIELDS` of one point padded to ``dims``."""
+    pp, pc, pb, pk = dims[:4]
+    shapes: dict[str, tuple[int, ...]] = {k: (pp,) for k in ARRAY_FIELDS}
+    shapes.update(
+        nominal=(pc,), h_up=(pp, pc), h_dn=(pp, pc), n_hi=(pp, pk), n_lo=(pp, pk), data=(pb,)
+    )
+    return shapes
+
+
+def pad_rows(name: str, rows: np.ndarray, dims: Dims) -> np.ndarray:
+    """Stacked values ``(n, ...)`` of the per-point array ``name``, padded to ``dims``.
+
+    The same numbers as :func:`pad_model` point by point, in one array operation.
+
+    Example:
+        >>> pad_rows("init", np.ones((2, 3)), (4, 4, 2, 1, 1, 1)).tolist()
+        [[1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 1.0, 0.0]]
+    """
+    shape = (len(rows), *field_shapes(dims)[name])
+    if rows.shape == shape:
+        return rows
+    out = np.full(shape, PAD_FILL[name], dtype=rows.dtype)
+    out[tuple(slice(0, s) for s in rows.shape)] = rows
+    return out
+
+
 def pad_model(model: DenseModel, dims: Dims) -> dict[str, np.ndarray]:
     """The arrays of :data:`MODEL_FIELDS` of one point, padded to ``dims``."""
     n_par, n_cell, n_bin, n_norm, n_mult, width = dims_of(model)
@@ -108,23 +158,13 @@ def pad_model(model: DenseModel, dims: Dims) -> dict[str, np.ndarray]:
         out[: x.shape[0], : x.shape[1]] = x
         return out
 
-    out = {
-        "nominal": vec(a["nominal"], pc, 0.0),
-        "h_up": mat(a["h_up"], (pp, pc), 0.0),
-        "h_dn": mat(a["h_dn"], (pp, pc), 0.0),
-        "n_hi": mat(a["n_hi"], (pp, pk), 1.0),
-        "n_lo": mat(a["n_lo"], (pp, pk), 1.0),
-        "data": vec(a["data"], pb, 0.0),
-        "init": vec(a["init"], pp, 0.0),
-        "lower": vec(a["lower"], pp, -1.0),
-        "upper": vec(a["upper"], pp, 1.0),
-        "fixed": vec(a["fixed"], pp, True),
-        "gauss": vec(a["gauss"], pp, False),
-        "sigma": vec(a["sigma"], pp, 1.0),
-        "aux": vec(a["aux"], pp, 0.0),
-        "poisson": vec(a["poisson"], pp, False),
-        "tau": vec(a["tau"], pp, 1.0),
-    }
+    shapes = field_shapes(dims)
+    out = {}
+    for k in ARRAY_FIELDS:
+        x = a[k]
+        padded = np.full(shapes[k], PAD_FILL[k], dtype=x.dtype)
+        padded[tuple(slice(0, s) for s in x.shape)] = x
+        out[k] = padded
     # structure: the constant-1 index moves from n_par to pp, "not multiplicative" to pm
     gather = np.where(model.gather < n_par, model.gather, pp)
     out["gather"] = mat(gather, (pc, pw), pp)

@@ -32,20 +32,9 @@ from scipy.special import log_ndtr
 
 from pyhf_dask.grid import Patch
 from pyhf_dask.kernels import empty_result
-from pyhf_dask.kernels.jax_batch import (
-    MODEL_FIELDS,
-    batch_size,
-    pad_model,
-    padded_dims,
-    run_rows,
-)
-from pyhf_dask.kernels.jax_model import (
-    DenseModel,
-    Unsupported,
-    apply_patch,
-    build_dense,
-    structure_key,
-)
+from pyhf_dask.kernels.jax_batch import batch_size, pad_model, padded_dims, run_rows
+from pyhf_dask.kernels.jax_model import DenseModel
+from pyhf_dask.kernels.jax_vector import Group, Stack, build_chunk, stack_groups
 
 __all__ = ["cls_from_fits", "hypotest_chunk"]
 
@@ -146,9 +135,7 @@ def _fit_names(poi_values: list[float]) -> list[str]:
     return names
 
 
-def _run_group(
-    models: list[DenseModel], options: dict[str, Any], device: Any
-) -> dict[str, np.ndarray]:
+def _run_group(stack: Stack, options: dict[str, Any], device: Any) -> dict[str, np.ndarray]:
     """Every fit of the hypothesis tests of a list of points (any structures)."""
     import jax
 
@@ -156,11 +143,10 @@ def _run_group(
     from pyhf_dask.kernels.jax_starts import consistency_gap, fit_family
 
     settings = FitSettings(options["normsys_interpcode"], options["histosys_interpcode"])
-    dims = padded_dims(models)
-    n = len(models)
-    padded = [pad_model(m, dims) for m in models]
-    batched = {k: np.stack([p[k] for p in padded]) for k in MODEL_FIELDS}
-    poi = np.array([m.poi_index for m in models])
+    dims = stack.dims
+    n = len(stack.index)
+    batched = stack.arrays  # built by jax_vector; fields equal for all points are views
+    poi = stack.poi
     size = batch_size(dims[0])
 
     def fit(model: dict[str, Any], *args: Any) -> dict[str, Any]:
@@ -281,41 +267,28 @@ def hypotest_chunk(
     poi_values = [float(v) for v in options["poi_values"]]
     n = len(patches)
     out = empty_result(n, len(poi_values))
-    fallback: dict[int, str] = {}
-    groups: dict[Any, list[tuple[int, DenseModel, dict[str, Any]]]] = {}
     unsupported = None
     if options.get("calctype", "asymptotics") != "asymptotics":
         unsupported = f"calctype {options.get('calctype')!r} is not supported"
     elif options.get("test_stat") not in ("qtilde", "q"):
         unsupported = f"test statistic {options.get('test_stat')!r} is not supported"
-    for i, patch in enumerate(patches):
-        if unsupported is not None:
-            fallback[i] = unsupported
-            continue
-        try:
-            spec = apply_patch(workspace, patch)
-            key = structure_key(spec, options)
-            model = build_dense(spec, options, key)
-        except Unsupported as exc:
-            fallback[i] = str(exc)
-            continue
-        except Exception as exc:  # a broken spec: the reference kernel reports it
-            fallback[i] = f"dense model not built ({type(exc).__name__}: {exc})"
-            continue
-        groups.setdefault(key, []).append((i, model, spec))
+    groups: list[Group] = []
+    if unsupported is not None:
+        fallback = dict.fromkeys(range(n), unsupported)
+    else:  # one dense build per patch shape, array fills for the points (jax_vector)
+        groups, fallback = build_chunk(workspace, patches, options)
 
     device = _device(options.get("device"))
     names = _fit_names(poi_values)
-    members: list[tuple[int, DenseModel]] = []
-    for group in groups.values():
-        reason = _check(group[0][2], options, group[0][1])
-        for i, model, _ in group:
-            if reason is None:
-                members.append((i, model))
-            else:
-                fallback[i] = reason
-    if members:
-        pending = _fill(out, members, options, device, names)
+    checked = []
+    for group in groups:
+        reason = _check(group.spec, options, group.model)
+        if reason is None:
+            checked.append(group)
+        else:
+            fallback.update(dict.fromkeys(group.index.tolist(), reason))
+    if checked:
+        pending = _fill(out, stack_groups(checked), options, device, names)
         if pending:
             _second_path(workspace, patches, options, pending, out)
     if fallback:
@@ -326,7 +299,7 @@ def hypotest_chunk(
 
 def _fill(
     out: dict[str, np.ndarray],
-    members: list[tuple[int, DenseModel]],
+    stack: Stack,
     options: dict[str, Any],
     device: Any,
     names: list[str],
@@ -339,7 +312,7 @@ def _fill(
     """
     poi_values = np.asarray(options["poi_values"], dtype=np.float64)
     n_poi = len(poi_values)
-    res = _run_group([m for _, m in members], options, device)
+    res = _run_group(stack, options, device)
     cls_obs, cls_exp = cls_from_fits(
         res["obs_value"],
         res["obs_muhat"],
@@ -353,7 +326,7 @@ def _fill(
     poi_ok = shared[:, None] & conv[:, 2 : 2 + n_poi] & conv[:, 3 + n_poi :]
     poi_ok &= np.isfinite(cls_obs) & np.isfinite(cls_exp).all(axis=2)
     pending: dict[int, tuple[np.ndarray, str]] = {}
-    for row, (i, _) in enumerate(members):
+    for row, i in enumerate(stack.index.tolist()):
         iters = int(res["n_iter"][row].sum())
         kinks = int(res["n_kink"][row].max())
         restarts = int(res["restarts"][row].sum())
