@@ -75,7 +75,8 @@ def bench(
         results = [lazy.compute(scheduler=scheduler) for lazy in scans]
         t4 = time.perf_counter()
     t5 = time.perf_counter()
-    status = np.concatenate([ds.status.values for ds in results])
+    # status is a CF flag variable (int8): compare by name, not by value
+    status = np.concatenate([pyhf_dask.status_names(ds.status) for ds in results])
     ok = int((status != "failed").sum())
     return {
         "executor": executor,
