@@ -6,6 +6,10 @@ Example:
     >>> ds = pyhf_dask.scan(grid)          # lazy xarray.Dataset  # doctest: +SKIP
     >>> ds = ds.compute()                  # runs the fits        # doctest: +SKIP
 
+:func:`remote` marks a function of a user's own ``dask.delayed`` graph as a task for the
+executor of ``pyhf_dask.executors.wrap(executor, remote="marked")``; the mark survives Dask's
+task fusion (annotations do not).
+
 ``pyhf_dask.executors`` is imported on first use (``pyhf_dask.executors.wrap(pool)``), not
 by ``import pyhf_dask``.
 """
@@ -33,6 +37,7 @@ from pyhf_dask.results import (
 )
 from pyhf_dask.scan import scan
 from pyhf_dask.simplemodels import signal_patch, simple_workspace
+from pyhf_dask.tasks import remote
 
 if TYPE_CHECKING:
     from pyhf_dask import executors
@@ -50,6 +55,7 @@ __all__ = [
     "find_contours",
     "fit_chunk",
     "point_names",
+    "remote",
     "scan",
     "signal_patch",
     "simple_workspace",
