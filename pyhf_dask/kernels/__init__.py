@@ -79,6 +79,34 @@ class FitOptions(NamedTuple):
         data["poi_values"] = [float(v) for v in self.poi_values]
         return data
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FitOptions:
+        """The options of a plain dict: missing keys take the defaults, unknown keys are refused.
+
+        The one place where fit options get defaults: kernels receive the complete
+        :meth:`to_dict` form from :func:`fit_chunk` and index it without defaults.
+
+        Raises:
+            InvalidOption: a key that is not a field of :class:`FitOptions` (one line).
+
+        Example:
+            >>> FitOptions.from_dict({"poi_values": [2.0], "test_stat": "q"}).test_stat
+            'q'
+            >>> FitOptions.from_dict({"poi_value": 2.0})
+            Traceback (most recent call last):
+            ...
+            pyhf_dask.exceptions.InvalidOption: unknown fit option(s) 'poi_value' (known: ...)
+        """
+        unknown = sorted(set(data) - set(cls._fields))
+        if unknown:
+            names = ", ".join(map(repr, unknown))
+            msg = f"unknown fit option(s) {names} (known: {', '.join(cls._fields)})"
+            raise InvalidOption(msg)
+        values = dict(data)
+        if "poi_values" in values:
+            values["poi_values"] = tuple(float(v) for v in values["poi_values"])
+        return cls(**values)
+
 
 def resolve_kernel(name: str | None) -> str:
     """Resolve ``"auto"``/``None`` to ``"jax"`` when JAX is installed, else ``"pyhf"``.
@@ -134,7 +162,12 @@ def fit_chunk(
     """Worker entry point: fit one chunk of points with the named kernel.
 
     Takes and returns only plain data, so it can run in any process of any executor.
+    ``options`` is normalised through :meth:`FitOptions.from_dict` once, here: kernels
+    get every key (defaults from :class:`FitOptions` only) and index it without defaults.
     A kernel that raises for the whole chunk marks every point of the chunk failed.
+
+    Raises:
+        InvalidOption: ``options`` has a key that is not a fit option.
 
     Example:
         >>> from pyhf_dask.grid import simple_workspace, signal_patch
@@ -143,11 +176,12 @@ def fit_chunk(
         >>> out["status"].tolist()
         ['converged']
     """
+    complete = FitOptions.from_dict(options).to_dict()
     chunk = materialize(patches)
-    n_poi = len(options["poi_values"])
+    n_poi = len(complete["poi_values"])
     try:
         func = get_kernel(kernel)
-        return _no_silent_nan(func(workspace, chunk, options))
+        return _no_silent_nan(func(workspace, chunk, complete))
     except Exception as exc:  # a kernel bug or a broken worker must not lose the chunk
         result = empty_result(len(chunk), n_poi)
         result["message"][:] = f"kernel {kernel!r} failed on the chunk: {type(exc).__name__}: {exc}"

@@ -144,7 +144,7 @@ def build_model(workspace: dict[str, Any], patch: Patch, options: dict[str, Any]
     spec = jsonpatch.apply_patch(workspace, patch)
     ws = pyhf.Workspace(spec, validate=False)
     model = ws.model(
-        measurement_name=options.get("measurement"),
+        measurement_name=options["measurement"],
         modifier_settings={
             "normsys": {"interpcode": options["normsys_interpcode"]},
             "histosys": {"interpcode": options["histosys_interpcode"]},
@@ -161,7 +161,8 @@ def hypotest_chunk(
     Args:
         workspace: background-only workspace spec.
         patches: one jsonpatch per point.
-        options: :meth:`pyhf_dask.kernels.FitOptions.to_dict` output.
+        options: :meth:`pyhf_dask.kernels.FitOptions.to_dict` output, complete (as
+            :func:`pyhf_dask.kernels.fit_chunk` passes it): read without defaults.
 
     Returns:
         The fields of :data:`pyhf_dask.kernels.FIELDS` as NumPy arrays.
@@ -169,10 +170,10 @@ def hypotest_chunk(
     import pyhf
 
     poi_values = list(options["poi_values"])
-    tolerance = float(options.get("gradient_tolerance", 1.0))
+    tolerance = float(options["gradient_tolerance"])
     out = empty_result(len(patches), len(poi_values))
     records = _records()
-    _use_recording_optimizer(options.get("scipy_tolerance"))
+    _use_recording_optimizer(options["scipy_tolerance"])
     for i, patch in enumerate(patches):
         start = time.perf_counter()
         records.clear()
