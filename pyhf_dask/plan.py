@@ -49,6 +49,13 @@ HISTOSYS_CODES = ("code0", "code2", "code4p")
 class ScanPlan:
     """A scan with every setting decided: what :func:`pyhf_dask.scan` builds a graph from.
 
+    Frozen, and hashable: its fields are immutable (tuples, a :class:`FitOptions`
+    named tuple, strings, numbers) except the grid, which is compared and hashed by
+    identity, so two plans are equal when they were resolved the same way from the same
+    grid object. Resolve it again (:func:`resolve_plan`) to change a setting; use
+    :meth:`for_points` for a subset of the points. ``token`` identifies the scan across
+    processes and runs (inputs, kernel, fit options and chunking, not the grid object).
+
     Attributes:
         grid: the signal grid.
         options: the validated fit options (POI values included).
@@ -120,13 +127,15 @@ def resolve_plan(
     cl: float | None = None,
     device: str | None = None,
     scipy_tolerance: float | None = None,
+    workers: int | None = None,
     scheduler: Any = None,
 ) -> ScanPlan:
     """Resolve the arguments of :func:`pyhf_dask.scan` into a :class:`ScanPlan`, once.
 
     ``None`` means the ``pyhf-dask.*`` setting of :mod:`dask.config` (packaged defaults
-    in ``pyhf_dask.yaml``); ``chunk_size=None`` with the ``"auto"`` setting sizes chunks
-    by the workers of ``scheduler`` or of the active cluster (:func:`active_workers`).
+    in ``pyhf_dask.yaml``), read at call time; ``chunk_size=None`` with the ``"auto"``
+    setting sizes chunks for ``workers`` (default: the workers of ``scheduler`` or of the
+    active cluster, see :func:`active_workers`).
 
     Example:
         >>> from pyhf_dask.grid import SignalGrid, scaled_signal, simple_workspace
@@ -157,7 +166,10 @@ def resolve_plan(
     if not 0.0 < level < 1.0:
         msg = f"confidence level must be between 0 and 1, got {level}"
         raise InvalidOption(msg)
-    workers = active_workers(scheduler)
+    if workers is not None and (isinstance(workers, bool) or int(workers) < 1):
+        msg = f"workers must be a positive integer, got {workers}"
+        raise InvalidOption(msg)
+    workers = int(workers) if workers is not None else active_workers(scheduler)
     size = config.resolve(chunk_size, "chunk-size")
     size = default_chunk_size(kernel_name, len(grid), workers) if size == "auto" else int(size)
     if size < 1:

@@ -51,6 +51,7 @@ def scan(
     cl: float | None = None,
     device: str | None = None,
     scipy_tolerance: float | None = None,
+    workers: int | None = None,
     scheduler: Any = None,
 ) -> xr.Dataset:
     """Build the lazy result Dataset of a hypothesis-test scan over ``grid``.
@@ -77,6 +78,8 @@ def scan(
         scipy_tolerance: tolerance of the reference kernel's SciPy fits (default: pyhf's).
             On flat likelihoods pyhf's default stops early and CLs can be off by 1e-2
             (see BENCHMARKS.md); 1e-10 is a good choice for a reference scan.
+        workers: the workers to size the chunks for (default: those of ``scheduler``,
+            see :func:`active_workers`).
         scheduler: what the Dataset will be computed with (an executor, a
             ``distributed.Client``, a wrapped one), only to size the chunks by its workers.
 
@@ -103,6 +106,7 @@ def scan(
         cl=cl,
         device=device,
         scipy_tolerance=scipy_tolerance,
+        workers=workers,
         scheduler=scheduler,
     )
     return scan_plan(plan)

@@ -59,6 +59,8 @@ __all__ = [
     "open_store",
     "plan_resume",
     "scan_to_store",
+    "store_plan",
+    "stored_chunk_size",
 ]
 
 log = logging.getLogger(__name__)
@@ -232,6 +234,20 @@ def plan_resume(store: xr.Dataset, lazy: xr.Dataset, *, retry_failed: bool) -> R
     )
 
 
+def stored_chunk_size(path: str | os.PathLike[str]) -> int | None:
+    """The chunk size a result store was made with (``None``: no store at ``path``).
+
+    A resume without a chunk size of its own keeps the store's chunking.
+
+    Example:
+        >>> stored_chunk_size("/") is None
+        True
+    """
+    if not is_result_store(path):
+        return None
+    return int(open_store(path).attrs["chunk_size"])
+
+
 def scan_to_store(
     grid: SignalGrid,
     path: str | os.PathLike[str],
@@ -246,18 +262,61 @@ def scan_to_store(
 ) -> xr.Dataset:
     """Scan ``grid`` writing every finished chunk to the Zarr store ``path``.
 
+    Resolves the :class:`~pyhf_dask.plan.ScanPlan` (a resume without ``chunk_size``
+    keeps the store's) and runs :func:`store_plan`.
+
     Args:
         grid: the signal grid.
+        path: the ``.zarr`` store.
+        resume, retry_failed, overwrite, break_lock, scheduler, on_write: see
+            :func:`store_plan`.
+        **scan_options: options of :func:`pyhf_dask.scan`.
+
+    Returns:
+        The complete result, read back from the store.
+    """
+    if resume and scan_options.get("chunk_size") is None:
+        scan_options["chunk_size"] = stored_chunk_size(path)
+    plan = resolve_plan(grid, scheduler=scheduler, **scan_options)
+    return store_plan(
+        plan,
+        path,
+        resume=resume,
+        retry_failed=retry_failed,
+        overwrite=overwrite,
+        break_lock=break_lock,
+        scheduler=scheduler,
+        on_write=on_write,
+    )
+
+
+def store_plan(
+    plan: ScanPlan,
+    path: str | os.PathLike[str],
+    *,
+    resume: bool = False,
+    retry_failed: bool = False,
+    overwrite: bool = False,
+    break_lock: bool = False,
+    scheduler: Any = None,
+    on_write: Callable[[int], None] | None = None,
+) -> xr.Dataset:
+    """Run a resolved :class:`~pyhf_dask.plan.ScanPlan`, writing every finished chunk to ``path``.
+
+    The store's chunking, fit-task keys and chunk bounds are the plan's; a resume fits
+    the points left over :meth:`~pyhf_dask.plan.ScanPlan.for_points`.
+
+    Args:
+        plan: the resolved scan.
         path: the ``.zarr`` store.
         resume: continue an existing store (only missing points are fitted).
         retry_failed: with ``resume``, fit the failed points again too.
         overwrite: replace an existing store made by pyhf_dask instead of refusing.
         break_lock: take over the store's lock left by a scan that died (or held by one
             that runs elsewhere).
-        scheduler: any ``scheduler=`` for ``dask.compute``; a ``distributed.Client`` is
-            wrapped so results reach this process as they finish.
+        scheduler: any ``scheduler=`` for ``dask.compute``. One that runs no local
+            callbacks (a plain ``distributed.Client``) has its chunks written at the end.
         on_write: called with the number of points written after each chunk.
-        **scan_options: options of :func:`pyhf_dask.scan`.
 
     Returns:
         The complete result, read back from the store.
@@ -286,24 +345,22 @@ def scan_to_store(
                     shutil.rmtree(entry)
                 else:
                     entry.unlink()
+        n_points = len(plan.grid)
         if is_result_store(path):
             stored = open_store(path)
-            scan_options.setdefault("chunk_size", int(stored.attrs["chunk_size"]))
-            plan = resolve_plan(grid, scheduler=scheduler, **scan_options)
             left = plan_resume(stored, scan_plan(plan), retry_failed=retry_failed)
             log.info(
                 "resuming %s: %d of %d points done, %d to fit (%d failed retried)",
                 path,
                 left.n_done,
-                len(grid),
+                n_points,
                 len(left.todo),
                 left.n_failed_retried,
             )
             todo = left.todo
         else:
-            plan = resolve_plan(grid, scheduler=scheduler, **scan_options)
             _create(scan_plan(plan), path)
-            todo = np.arange(len(grid))
+            todo = np.arange(n_points)
         if len(todo):
             _fit_into(plan, path, todo, scheduler, on_write)
         return open_store(path)
