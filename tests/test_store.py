@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -80,6 +81,35 @@ def test_retry_failed_refits_only_failed_points(ewk3l_dir, tmp_path):
         on_write=written.append,
     )
     assert sum(written) == n_failed
+
+
+def test_a_plain_distributed_client_writes_every_point(seed_grid, tmp_path, caplog):
+    """A Client runs no local callbacks: every chunk is written at the end, with a warning."""
+    distributed = pytest.importorskip("distributed")
+    path = tmp_path / "client.zarr"
+    written: list[int] = []
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+        caplog.at_level(logging.WARNING, logger="pyhf_dask.store"),
+    ):
+        ds = scan_to_store(
+            seed_grid, path, kernel="pyhf", chunk_size=1, scheduler=client, on_write=written.append
+        )
+    assert sorted(written) == [1] * len(seed_grid)
+    assert (status_names(ds.status) == "converged").all()
+    stored = open_store(path)  # on disk, not only in the returned Dataset
+    assert (status_names(stored.status) == "converged").all()
+    assert np.isfinite(stored.CLs_obs.values).all()
+    memory = scan_to_store(
+        seed_grid, tmp_path / "sync.zarr", kernel="pyhf", scheduler="synchronous"
+    )
+    _same_results(stored, memory)
+    warnings = [r for r in caplog.records if r.name == "pyhf_dask.store"]
+    assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
+    assert f"{len(seed_grid)} chunk(s) written only now, at the end" in warnings[0].getMessage()
 
 
 def _seed_inputs(tmp_path, seed_workspace, n_points):
