@@ -1,4 +1,6 @@
-"""Shared fixtures: the published likelihoods of data/ (or ``PYHF_DASK_DATA``), seed models."""
+"""Shared fixtures: the published likelihoods of data/ (or ``PYHF_DASK_DATA``), seed models,
+and the fault tests' inputs and clean result (``fault_inputs``, ``fault_clean``).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import xarray as xr
 
 import pyhf_dask
 from pyhf_dask.grid import scaled_signal, simple_workspace
@@ -17,22 +20,23 @@ SBOTTOM = DATA / "pyhf-ins1748602-probability-models.tar.gz"
 EWK3L = DATA / "atlas-3L-eRJR-likelihood.tar.gz"
 
 
+def _published(archive: Path) -> Path:
+    """``archive``, or a test failure saying where the published likelihoods come from."""
+    if not archive.exists():
+        pytest.fail(
+            f"missing published likelihood {archive} (see data/README.md; set PYHF_DASK_DATA)"
+        )
+    return archive
+
+
 @pytest.fixture(scope="session")
 def sbottom_archive() -> Path:
-    if not SBOTTOM.exists():
-        pytest.fail(
-            f"missing published likelihood {SBOTTOM} (see data/README.md; set PYHF_DASK_DATA)"
-        )
-    return SBOTTOM
+    return _published(SBOTTOM)
 
 
 @pytest.fixture(scope="session")
 def ewk3l_archive() -> Path:
-    if not EWK3L.exists():
-        pytest.fail(
-            f"missing published likelihood {EWK3L} (see data/README.md; set PYHF_DASK_DATA)"
-        )
-    return EWK3L
+    return _published(EWK3L)
 
 
 def _extract(archive: Path, dest: Path) -> Path:
@@ -62,3 +66,19 @@ def seed_grid(seed_workspace: dict) -> pyhf_dask.SignalGrid:
     return pyhf_dask.SignalGrid.from_function(
         seed_workspace, scaled_signal, scale=[0.5, 1.0, 1.5, 2.0]
     )
+
+
+@pytest.fixture(scope="module")
+def fault_inputs(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
+    """Inputs of the fault tests' CLI scans: ``BkgOnly.json`` and N seed-model patches."""
+    from test_faults_support import N, seed_inputs
+
+    return seed_inputs(tmp_path_factory.mktemp("seed"), N)
+
+
+@pytest.fixture(scope="module")
+def fault_clean(fault_inputs: list[str]) -> xr.Dataset:
+    """What a fault scan of ``fault_inputs`` must store: a clean in-process run."""
+    from test_faults_support import clean_run
+
+    return clean_run(fault_inputs)

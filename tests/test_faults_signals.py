@@ -15,13 +15,12 @@ import signal
 import pytest
 from test_faults_support import (
     FAST,
+    N,
     assert_all_gone,
     assert_same,
-    clean_run,
     done,
     run,
     scan_tree,
-    seed_inputs,
     start,
     wait_for,
 )
@@ -30,17 +29,10 @@ from pyhf_dask.store import LOCK_NAME, open_store
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
-N = 64
 
-
-@pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-    return seed_inputs(tmp_path_factory.mktemp("seed"), N)
-
-
-def _stop(inputs, tmp_path, sig, *extra, group=False):
+def _stop(fault_inputs, tmp_path, sig, *extra, group=False):
     store = tmp_path / "s.zarr"
-    proc = start(*inputs, *FAST, "--workers", "2", "-o", str(store), *extra, tmp=tmp_path)
+    proc = start(*fault_inputs, *FAST, "--workers", "2", "-o", str(store), *extra, tmp=tmp_path)
     wait_for(lambda: done(store) >= 8, proc)
     tree = scan_tree(proc.pid, tmp_path)
     if group:
@@ -54,8 +46,10 @@ def _stop(inputs, tmp_path, sig, *extra, group=False):
 
 
 @pytest.mark.parametrize(("sig", "status"), [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
-def test_sigterm_and_sighup_keep_points_and_resume(inputs, tmp_path, sig, status):
-    code, err, store = _stop(inputs, tmp_path, sig)
+def test_sigterm_and_sighup_keep_points_and_resume(
+    fault_inputs, fault_clean, tmp_path, sig, status
+):
+    code, err, store = _stop(fault_inputs, tmp_path, sig)
     assert code == status, err
     name = signal.Signals(sig).name
     stored = done(store)
@@ -68,12 +62,12 @@ def test_sigterm_and_sighup_keep_points_and_resume(inputs, tmp_path, sig, status
     resumed = run(*argv[2:], tmp=tmp_path)  # the printed command, without "pyhf-dask scan"
     assert resumed.returncode == 0, resumed.stderr
     assert f"({N - stored} fitted in this run)" in resumed.stderr
-    assert_same(open_store(store), clean_run(inputs))
+    assert_same(open_store(store), fault_clean)
 
 
-def test_sigterm_netcdf_output_says_nothing_was_written(inputs, tmp_path):
+def test_sigterm_netcdf_output_says_nothing_was_written(fault_inputs, tmp_path):
     out = tmp_path / "r.nc"
-    proc = start(*inputs, *FAST, "--workers", "2", "-o", str(out), tmp=tmp_path)
+    proc = start(*fault_inputs, *FAST, "--workers", "2", "-o", str(out), tmp=tmp_path)
     wait_for(lambda: len(scan_tree(proc.pid, tmp_path)) > 3, proc)
     tree = scan_tree(proc.pid, tmp_path)
     os.kill(proc.pid, signal.SIGTERM)
@@ -86,9 +80,9 @@ def test_sigterm_netcdf_output_says_nothing_was_written(inputs, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("sig", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_parsl_interrupted_stops_everything(inputs, tmp_path, sig, status):
+def test_parsl_interrupted_stops_everything(fault_inputs, tmp_path, sig, status):
     pytest.importorskip("parsl")
-    code, err, store = _stop(inputs, tmp_path, sig, "--executor", "parsl", group=True)
+    code, err, store = _stop(fault_inputs, tmp_path, sig, "--executor", "parsl", group=True)
     assert code == status, err
     assert "NotImplementedError" not in err and "Error [" not in err
     assert "Resume with: pyhf-dask scan" in err and "--executor parsl" in err

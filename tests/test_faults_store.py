@@ -22,12 +22,10 @@ from test_faults_support import (
     FAST,
     assert_all_gone,
     assert_same,
-    clean_run,
     done,
     one_line,
     run,
     scan_tree,
-    seed_inputs,
     start,
     wait_for,
 )
@@ -36,27 +34,15 @@ from pyhf_dask.store import LOCK_NAME, open_store
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
-N = 64
 
-
-@pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-    return seed_inputs(tmp_path_factory.mktemp("seed"), N)
-
-
-@pytest.fixture(scope="module")
-def clean(inputs):
-    return clean_run(inputs)
-
-
-def test_second_writer_is_refused_naming_the_owner(inputs, clean, tmp_path):
+def test_second_writer_is_refused_naming_the_owner(fault_inputs, fault_clean, tmp_path):
     store = tmp_path / "r.zarr"
     slow = ["--workers", "1", "--chunk-size", "2"]  # long enough for three more scans
-    first = start(*inputs, *FAST, *slow, "-o", str(store), tmp=tmp_path)
+    first = start(*fault_inputs, *FAST, *slow, "-o", str(store), tmp=tmp_path)
     wait_for(lambda: done(store) >= 4, first)
     owner = f"in use by another scan (pid {first.pid} on host {socket.gethostname()}"
     others = [
-        start(*inputs, *FAST, "-o", str(store), *extra, tmp=tmp_path)
+        start(*fault_inputs, *FAST, "-o", str(store), *extra, tmp=tmp_path)
         for extra in (["--resume"], ["--resume", "--retry-failed"], ["--overwrite"])
     ]
     for second in others:
@@ -67,14 +53,16 @@ def test_second_writer_is_refused_naming_the_owner(inputs, clean, tmp_path):
     assert first.poll() is None  # the owner was not disturbed
     _, err = first.communicate(timeout=180)
     assert first.returncode == 0, err
-    assert_same(open_store(store), clean)  # no point fitted twice or from another run
+    assert_same(open_store(store), fault_clean)  # no point fitted twice or from another run
     assert not (store / LOCK_NAME).exists()
 
 
-def _stale_store(inputs, tmp_path):
+def _stale_store(fault_inputs, tmp_path):
     """A finished store whose lock names a process that has ended."""
     store = tmp_path / "r.zarr"
-    made = run(*inputs[:5], *FAST, "--executor", "synchronous", "-o", str(store), tmp=tmp_path)
+    made = run(
+        *fault_inputs[:5], *FAST, "--executor", "synchronous", "-o", str(store), tmp=tmp_path
+    )
     assert made.returncode == 0, made.stderr
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -85,9 +73,9 @@ def _stale_store(inputs, tmp_path):
     return store, dead.pid
 
 
-def test_stale_lock_is_reported_and_broken_only_explicitly(inputs, tmp_path):
-    store, pid = _stale_store(inputs, tmp_path)
-    args = [*inputs[:5], *FAST, "--executor", "synchronous", "-o", str(store)]
+def test_stale_lock_is_reported_and_broken_only_explicitly(fault_inputs, tmp_path):
+    store, pid = _stale_store(fault_inputs, tmp_path)
+    args = [*fault_inputs[:5], *FAST, "--executor", "synchronous", "-o", str(store)]
     refused = run(*args, "--resume", tmp=tmp_path)
     assert refused.returncode == 2
     line = one_line(refused.stderr, "Error [lock]: ")
@@ -99,12 +87,12 @@ def test_stale_lock_is_reported_and_broken_only_explicitly(inputs, tmp_path):
     assert not (store / LOCK_NAME).exists()
 
 
-def test_overwrite_deletes_only_a_pyhf_dask_store(inputs, tmp_path):
+def test_overwrite_deletes_only_a_pyhf_dask_store(fault_inputs, tmp_path):
     folder = tmp_path / "x.zarr"
     folder.mkdir()
     (folder / "thesis.tex").write_text("years of work")
     for extra in (["--overwrite"], ["--resume"]):
-        result = run(*inputs[:3], *FAST, "-o", str(folder), *extra, tmp=tmp_path)
+        result = run(*fault_inputs[:3], *FAST, "-o", str(folder), *extra, tmp=tmp_path)
         assert result.returncode == 2
         line = one_line(result.stderr, "Error [option]: ")
         assert "is not a pyhf-dask result store" in line
@@ -120,10 +108,10 @@ def test_overwrite_deletes_only_a_pyhf_dask_store(inputs, tmp_path):
         ("/proc/r.nc", "/proc/r.nc: cannot write in /proc"),
     ],
 )
-def test_unwritable_output_is_refused_before_any_fit(inputs, tmp_path, output, message):
+def test_unwritable_output_is_refused_before_any_fit(fault_inputs, tmp_path, output, message):
     out = output if output.startswith("/") else str(tmp_path / output)
     began = time.monotonic()
-    result = run(*inputs, *FAST, "--workers", "2", "-o", out, tmp=tmp_path)
+    result = run(*fault_inputs, *FAST, "--workers", "2", "-o", out, tmp=tmp_path)
     assert result.returncode == 2
     line = one_line(result.stderr, "Error [output]: ")
     assert message.format(tmp=tmp_path) in line, line
@@ -131,21 +119,21 @@ def test_unwritable_output_is_refused_before_any_fit(inputs, tmp_path, output, m
     assert not (tmp_path / "missing").exists()
 
 
-def test_netcdf_written_through_a_temporary_file(inputs, clean, tmp_path):
+def test_netcdf_written_through_a_temporary_file(fault_inputs, fault_clean, tmp_path):
     out = tmp_path / "r.nc"
-    result = run(*inputs, *FAST, "--workers", "2", "-o", str(out), tmp=tmp_path)
+    result = run(*fault_inputs, *FAST, "--workers", "2", "-o", str(out), tmp=tmp_path)
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.nc"]  # no temporary left
     with xr.open_dataset(out) as ds:
-        assert_same(ds.load(), clean)
+        assert_same(ds.load(), fault_clean)
 
 
-def test_final_write_failure_rescues_the_results(inputs, clean, tmp_path):
+def test_final_write_failure_rescues_the_results(fault_inputs, fault_clean, tmp_path):
     folder = tmp_path / "results"
     folder.mkdir()
     work = tmp_path / "work"
     work.mkdir()
-    proc = start(*inputs, *FAST, "--workers", "2", "-o", str(folder / "r.nc"), tmp=work)
+    proc = start(*fault_inputs, *FAST, "--workers", "2", "-o", str(folder / "r.nc"), tmp=work)
     wait_for(lambda: len(scan_tree(proc.pid, work)) > 3, proc)  # checked, fitting now
     tree = scan_tree(proc.pid, work)
     shutil.rmtree(folder)  # the output's folder disappears while the fits run
@@ -156,5 +144,5 @@ def test_final_write_failure_rescues_the_results(inputs, clean, tmp_path):
     rescued = line.rsplit("the finished results are in ", 1)[1]
     assert os.path.dirname(rescued) == str(work)
     with xr.open_dataset(rescued) as ds:
-        assert_same(ds.load(), clean)
+        assert_same(ds.load(), fault_clean)
     assert_all_gone(tree)

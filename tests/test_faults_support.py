@@ -4,6 +4,8 @@ Every fault test runs ``python -m pyhf_dask scan`` as a subprocess in its own se
 the seed model (``--kernel pyhf``, 4 points per chunk), injects a fault with ``os.kill``
 or the file system, and checks the exit status, the one-line message, the store against
 a clean in-process run of the same inputs, and that no process of the scan is left.
+The inputs and the clean run are the fixtures ``fault_inputs`` and ``fault_clean`` of
+``tests/conftest.py`` (one of each per test module).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ psutil = pytest.importorskip("psutil")
 ROOT = Path(__file__).resolve().parents[1]
 #: Options of every fault scan: the reference kernel, small chunks, two local workers.
 FAST = ["--kernel", "pyhf", "--chunk-size", "4"]
+#: Points of a fault scan (16 chunks of ``FAST``): the ``fault_inputs`` fixture's grid.
+N = 64
 
 
 def seed_inputs(folder: Path, n_points: int) -> list[str]:
