@@ -4,7 +4,14 @@ Examples:
     python benchmarks/bench_kernels.py --region RegionA --points 5
     python benchmarks/bench_kernels.py --archive-only      # JAX on all 650 sbottom points
     python benchmarks/bench_kernels.py --seed-grid 100     # 100 x 100 seed-model grid
+    python benchmarks/bench_kernels.py --seed-grid 316 --host   # 1e5 points, host share
+    python benchmarks/bench_kernels.py --build-only --seed-grid 316   # model building only
+    python benchmarks/bench_kernels.py --build-only                   # same, sbottom archive
     PYHF_DASK_JAX_CACHE=/tmp/new python benchmarks/bench_kernels.py --archive-only --log-compiles
+
+``--host`` times the host's model building inside the kernel (``build_chunk`` and
+``stack_groups`` of :mod:`pyhf_dask.kernels.jax_vector`) against the kernel's wall time.
+``--seed-grid`` also prints the peak resident memory of the process (``VmHWM``).
 
 ``--log-compiles`` turns on ``jax_log_compiles`` and prints how many XLA compilations ran
 and how long they took (functions taking over 0.2 s listed by name). "Cold" figures need
@@ -18,6 +25,9 @@ import logging
 import re
 import time
 from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from common import SBOTTOM
@@ -119,21 +129,115 @@ def archive() -> None:
     print(f"archive: {total} points in {wall:.2f} s ({total / wall:.1f} points/s)")
 
 
-def seed_grid(n: int) -> None:
+class HostTimer:
+    """Wraps the kernel's host-side model building and adds up its time."""
+
+    def __init__(self) -> None:
+        from pyhf_dask.kernels import jax_kernel
+
+        self.seconds: dict[str, float] = defaultdict(float)
+        self._kernel = jax_kernel
+        for name in ("build_chunk", "stack_groups"):
+            setattr(jax_kernel, name, self._timed(name, getattr(jax_kernel, name)))
+
+    def _timed(self, name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return func(*args, **kwargs)
+            finally:
+                self.seconds[name] += time.perf_counter() - start
+
+        return timed
+
+    def total(self) -> float:
+        """Seconds of host model building so far."""
+        return sum(self.seconds.values())
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process (Linux ``VmHWM``), MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def seed_grid(n: int, *, host: bool = False) -> None:
     """The 2-bin seed model over an ``n x n`` grid of signal yields."""
     ws = simple_workspace([12.0, 11.0], [50.0, 52.0], [3.0, 7.0], observed=[51, 48])
     grid = pyhf_dask.SignalGrid.from_function(
         ws, seed_signal, s1=np.linspace(1, 30, n), s2=np.linspace(1, 30, n)
     )
+    timer = HostTimer() if host else None
     start = time.perf_counter()
-    out = hypotest_chunk(
-        grid.workspace, grid.chunk(0, len(grid)).materialize(), FitOptions().to_dict()
-    )
+    patches = grid.chunk(0, len(grid)).materialize()
+    t_patches = time.perf_counter() - start
+    out = hypotest_chunk(grid.workspace, patches, FitOptions().to_dict())
     wall = time.perf_counter() - start
     status = dict(zip(*np.unique(out["status"], return_counts=True), strict=True))
     print(
         f"seed grid {n}x{n}: {len(grid)} points in {wall:.2f} s "
         f"({len(grid) / wall:.0f} points/s), {status}"
+    )
+    if timer is not None:
+        build = timer.total()
+        print(
+            f"  host model building {build:.2f} s = {build / wall:.1%} of the wall time "
+            f"({build / len(grid) * 1e6:.2f} us per point; "
+            + ", ".join(f"{k} {v:.2f} s" for k, v in timer.seconds.items())
+            + f"); signal function calls {t_patches:.2f} s "
+            f"({t_patches / len(grid) * 1e6:.2f} us per point)"
+        )
+    print(f"  peak resident memory {peak_rss_mib():.0f} MiB")
+
+
+def _per_point_build(workspace: dict, patches: list, options: dict) -> None:
+    """The per-point builder as the kernel ran it before issue 9 (build, pad, stack)."""
+    from pyhf_dask.kernels.jax_batch import MODEL_FIELDS, pad_model, padded_dims
+    from pyhf_dask.kernels.jax_model import apply_patch, build_dense, structure_key
+
+    models = []
+    for patch in patches:
+        try:
+            spec = apply_patch(workspace, patch)
+            models.append(build_dense(spec, options, structure_key(spec, options)))
+        except Exception:  # unsupported points are not built
+            continue
+    dims = padded_dims(models)
+    padded = [pad_model(m, dims) for m in models]
+    {k: np.stack([p[k] for p in padded]) for k in MODEL_FIELDS}
+
+
+def build_only(n: int) -> None:
+    """Host model building per point: vectorised against the per-point builder."""
+    from pyhf_dask.kernels.jax_vector import build_chunk, stack_groups
+
+    if n:
+        ws = simple_workspace([12.0, 11.0], [50.0, 52.0], [3.0, 7.0], observed=[51, 48])
+        axis = np.linspace(1, 30, n)
+        chunks = [(ws, [signal_patch([a, b]) for a in axis for b in axis])]
+        what, options = f"seed grid {n}x{n}", FitOptions().to_dict()
+    else:
+        grids = [
+            pyhf_dask.SignalGrid.from_path(ARCHIVE, region=r)
+            for r in ("RegionA", "RegionB", "RegionC")
+        ]
+        chunks = [(g.workspace, list(g.patches)) for g in grids]
+        what, options = "sbottom archive", SBOTTOM
+    points = sum(len(p) for _, p in chunks)
+    times = {}
+    for name, func in (
+        ("vectorised", lambda w, p: stack_groups(build_chunk(w, p, options)[0])),
+        ("per point", lambda w, p: _per_point_build(w, p, options)),
+    ):
+        start = time.perf_counter()
+        for ws_, patches in chunks:
+            func(ws_, patches)
+        times[name] = time.perf_counter() - start
+    print(
+        f"{what}, {points} points, host model building per point: "
+        + ", ".join(f"{k} {v / points * 1e6:.1f} us" for k, v in times.items())
     )
 
 
@@ -144,11 +248,15 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=5)
     parser.add_argument("--archive-only", action="store_true")
     parser.add_argument("--seed-grid", type=int, default=0)
+    parser.add_argument("--host", action="store_true", help="time host model building")
+    parser.add_argument("--build-only", action="store_true", help="model building only")
     parser.add_argument("--log-compiles", action="store_true")
     args = parser.parse_args()
     compiles = _log_compiles() if args.log_compiles else None
-    if args.seed_grid:
-        seed_grid(args.seed_grid)
+    if args.build_only:
+        build_only(args.seed_grid)
+    elif args.seed_grid:
+        seed_grid(args.seed_grid, host=args.host)
     elif args.archive_only:
         archive()
     else:

@@ -18,16 +18,22 @@ share as few executables as possible:
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from pyhf_dask.kernels.jax_model import ARRAY_FIELDS, DenseModel
 
+if TYPE_CHECKING:
+    from pyhf_dask.kernels.jax_vector import Group
+
 __all__ = [
     "MODEL_FIELDS",
     "PAD_FILL",
     "Dims",
+    "Stack",
     "batch_size",
     "bucket",
     "dims_of",
@@ -37,6 +43,7 @@ __all__ = [
     "padded_dims",
     "run_fits",
     "run_rows",
+    "stack_groups",
 ]
 
 log = logging.getLogger(__name__)
@@ -184,6 +191,46 @@ def pad_model(model: DenseModel, dims: Dims) -> dict[str, np.ndarray]:
     out["cell_norm"] = cell_norm
     del n_bin, n_norm, width
     return out
+
+
+@dataclass
+class Stack:
+    """Padded arrays of :data:`MODEL_FIELDS` of many points, stacked along axis 0.
+
+    Fields the same for every point may be read-only broadcast views.
+    """
+
+    index: np.ndarray
+    arrays: dict[str, np.ndarray]
+    poi: np.ndarray
+    dims: Dims
+
+
+def stack_groups(groups: Sequence[Group]) -> Stack:
+    """Pad every group to common bucket shapes and stack them (the kernel's batch input).
+
+    Fields that do not vary stay read-only broadcast views when there is one group.
+    """
+    raw = np.max(np.array([dims_of(g.model) for g in groups]), axis=0)
+    dims: Dims = tuple(bucket(int(n)) for n in raw)  # type: ignore[assignment]
+    parts: list[dict[str, np.ndarray]] = []
+    for g in groups:
+        n = len(g.index)
+        template = pad_model(g.model, dims)
+        part = {}
+        for k in MODEL_FIELDS:
+            if k in g.varying:
+                part[k] = pad_rows(k, g.varying[k], dims)
+            else:
+                part[k] = np.broadcast_to(template[k], (n, *template[k].shape))
+        parts.append(part)
+    if len(parts) == 1:
+        arrays = parts[0]
+    else:
+        arrays = {k: np.concatenate([p[k] for p in parts]) for k in MODEL_FIELDS}
+    index = np.concatenate([g.index for g in groups])
+    poi = np.concatenate([np.full(len(g.index), g.model.poi_index) for g in groups])
+    return Stack(index=index, arrays=arrays, poi=poi, dims=dims)
 
 
 def batch_size(n_par: int) -> int:

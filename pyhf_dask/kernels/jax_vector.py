@@ -19,20 +19,14 @@ messages.
 from __future__ import annotations
 
 import logging
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from pyhf_dask.kernels.jax_batch import (
-    MODEL_FIELDS,
-    Dims,
-    bucket,
-    dims_of,
-    pad_model,
-    pad_rows,
-)
+from pyhf_dask.kernels.jax_batch import Stack, stack_groups
 from pyhf_dask.kernels.jax_model import (
     ARRAY_FIELDS,
     DenseModel,
@@ -71,32 +65,15 @@ class Group:
     varying: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-@dataclass
-class Stack:
-    """Padded arrays of :data:`MODEL_FIELDS` of many points, stacked along axis 0.
-
-    Fields the same for every point may be read-only broadcast views.
-    """
-
-    index: np.ndarray
-    arrays: dict[str, np.ndarray]
-    poi: np.ndarray
-    dims: Dims
-
-
-def _data_shape(data: Any) -> Any:
-    if data is None:
-        return None
-    if isinstance(data, list):
-        return len(data)
-    if isinstance(data, dict):
-        return tuple((k, len(v) if isinstance(v, list) else -1) for k, v in data.items())
-    msg = "modifier data of an unknown form"
-    raise TypeError(msg)
+_NAME_TYPE = operator.itemgetter("name", "type")
 
 
 def patch_shape(patch: Sequence[dict[str, Any]]) -> tuple[Any, ...] | None:
     """Everything of a patch but its numbers, or ``None`` for a patch not understood.
+
+    For a sample: its data length and its modifiers' names and types. The lengths of the
+    modifiers' data are checked when the numbers of a group are read (a group whose
+    numbers do not line up takes the per-point path).
 
     Example:
         >>> patch_shape([{"op": "replace", "path": "/channels/0/samples/0/data",
@@ -114,9 +91,7 @@ def patch_shape(patch: Sequence[dict[str, Any]]) -> tuple[Any, ...] | None:
             if kind not in ("add", "replace"):
                 return None
             if isinstance(value, dict) and "modifiers" in value:
-                mods = tuple(
-                    (m["name"], m["type"], _data_shape(m.get("data"))) for m in value["modifiers"]
-                )
+                mods = tuple(map(_NAME_TYPE, value["modifiers"]))
                 out.append(("sample", kind, path, len(value["data"]), mods))
             elif kind == "replace" and path.endswith("/data") and isinstance(value, list):
                 out.append(("data", path, len(value)))
@@ -421,30 +396,3 @@ def build_chunk(
     if single:
         _per_point(workspace, patches, sorted(single), options, groups, failed)
     return list(groups.values()), failed
-
-
-def stack_groups(groups: Sequence[Group]) -> Stack:
-    """Pad every group to common bucket shapes and stack them (the kernel's batch input).
-
-    Fields that do not vary stay read-only broadcast views when there is one group.
-    """
-    raw = np.max(np.array([dims_of(g.model) for g in groups]), axis=0)
-    dims: Dims = tuple(bucket(int(n)) for n in raw)  # type: ignore[assignment]
-    parts: list[dict[str, np.ndarray]] = []
-    for g in groups:
-        n = len(g.index)
-        template = pad_model(g.model, dims)
-        part = {}
-        for k in MODEL_FIELDS:
-            if k in g.varying:
-                part[k] = pad_rows(k, g.varying[k], dims)
-            else:
-                part[k] = np.broadcast_to(template[k], (n, *template[k].shape))
-        parts.append(part)
-    if len(parts) == 1:
-        arrays = parts[0]
-    else:
-        arrays = {k: np.concatenate([p[k] for p in parts]) for k in MODEL_FIELDS}
-    index = np.concatenate([g.index for g in groups])
-    poi = np.concatenate([np.full(len(g.index), g.model.poi_index) for g in groups])
-    return Stack(index=index, arrays=arrays, poi=poi, dims=dims)
