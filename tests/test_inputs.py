@@ -87,3 +87,16 @@ def test_archive_members_are_read_in_memory(sbottom_archive, tmp_path, monkeypat
     tree = FileTree.open(sbottom_archive)
     assert [str(f) for f in tree.folders()] == ["RegionA", "RegionB", "RegionC"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_names_of_the_split_modules_are_importable_from_inputs():
+    """``inputs`` re-exports what moved to ``reading`` (bounded reads, JSON) and
+    ``archives`` (folders, archives, regions): the same objects."""
+    from pyhf_dask import archives, inputs, reading
+
+    for module in (reading, archives):
+        for name in module.__all__:
+            if name in inputs.__all__:
+                assert getattr(inputs, name) is getattr(module, name), name
+    moved = {"FileTree", "find_region", "limit", "load_json", "parse_json", "read_file"}
+    assert moved <= set(inputs.__all__) and {"patch_name", "too_large"} <= set(inputs.__all__)
