@@ -1,7 +1,9 @@
 """Signal grids: a background-only workspace plus one signal hypothesis per grid point.
 
 A :class:`SignalGrid` is built from a pyhf ``PatchSet``, from HEPData jsonpatch files, from a
-folder or ``.tar.gz`` archive holding either, or from a Python function over a regular grid.
+folder or ``.tar.gz`` archive holding either (the points are read by :mod:`pyhf_dask.points`),
+or from a Python function over a regular grid, whose patches are made where a chunk is
+fitted (:class:`FunctionPatches`).
 
 Example:
     >>> ws = simple_workspace(signal=[12.0, 11.0], bkg=[50.0, 52.0],
@@ -19,7 +21,6 @@ import itertools
 import json
 import logging
 import os
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,8 +28,18 @@ from typing import Any
 
 import numpy as np
 
+from pyhf_dask.archives import FileTree, find_region
 from pyhf_dask.exceptions import InvalidGrid, InvalidPatch
-from pyhf_dask.inputs import FileTree, check_workspace, find_region, load_json, patch_name
+from pyhf_dask.inputs import check_workspace, load_json
+from pyhf_dask.points import (
+    Points,
+    check_patch,
+    load,
+    parse_coordinates,
+    patch_file_points,
+    patchset_points,
+    where,
+)
 from pyhf_dask.simplemodels import Patch, scaled_signal, signal_patch, simple_workspace
 
 __all__ = [
@@ -42,24 +53,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-_NUMBER = re.compile(r"^-?\d+(?:[.p]\d+)?$")
-
-
-def parse_coordinates(name: str) -> tuple[float, ...]:
-    """Numbers in a patch name, from its ``_``-separated numeric parts.
-
-    A ``p`` stands for a decimal point, as in HEPData names (``100p5`` is 100.5).
-
-    Example:
-        >>> parse_coordinates("sbottom_1300_205_60")
-        (1300.0, 205.0, 60.0)
-        >>> parse_coordinates("C1N2_Wh_hbb_300p5_0")
-        (300.5, 0.0)
-    """
-    return tuple(
-        float(token.replace("p", ".")) for token in name.split("_") if _NUMBER.match(token)
-    )
 
 
 @dataclass(frozen=True)
@@ -156,51 +149,16 @@ class SignalGrid:
 
         Coordinates come from the patchset's ``labels`` and each patch's ``values``.
         """
-        ws_where = _where(workspace, "workspace")
-        ps_where = _where(patchset, "patchset")
-        spec = check_workspace(_load(workspace), ws_where)
-        return cls._from_patchset_spec(spec, _load(patchset), ws_where, ps_where, labels)
+        ws_where = where(workspace, "workspace")
+        spec = check_workspace(load(workspace), ws_where)
+        points = patchset_points(
+            spec, load(patchset), ws_where, where(patchset, "patchset"), labels
+        )
+        return cls._from_points(spec, points)
 
     @classmethod
-    def _from_patchset_spec(
-        cls,
-        spec: dict[str, Any],
-        ps_spec: Any,
-        ws_where: str,
-        ps_where: str,
-        labels: Sequence[str] | None,
-    ) -> SignalGrid:
-        import pyhf
-
-        try:
-            patchset = pyhf.PatchSet(ps_spec)
-        except pyhf.exceptions.InvalidSpecification as exc:
-            detail = getattr(exc, "path", "")
-            reason = str(getattr(exc, "message", None) or exc).splitlines()[0]
-            at = f" at {detail}" if detail else ""
-            msg = f"{ps_where}: not a valid pyhf patchset{at}: {reason}"
-            raise InvalidPatch(msg) from exc
-        except pyhf.exceptions.InvalidPatchSet as exc:
-            msg = f"{ps_where}: not a valid pyhf patchset: {exc}"
-            raise InvalidPatch(msg) from exc
-        try:
-            patchset.verify(spec)
-        except pyhf.exceptions.PatchSetVerificationError as exc:
-            msg = f"{ps_where}: patchset digest does not match the workspace {ws_where}"
-            raise InvalidPatch(msg) from exc
-        names = tuple(p.name for p in patchset.patches)
-        values = np.array([p.values for p in patchset.patches], dtype=np.float64)
-        meta_labels = tuple(patchset.labels)
-        use_labels = _labels(labels, len(meta_labels), ps_where) if labels else meta_labels
-        return cls(
-            workspace=spec,
-            names=names,
-            labels=use_labels,
-            values=values,
-            patches=tuple(list(p.patch) for p in patchset.patches),
-            source=ps_where,
-            metadata={"analysis_id": str(ps_spec["metadata"].get("analysis_id") or "")},
-        )
+    def _from_points(cls, spec: dict[str, Any], points: Points) -> SignalGrid:
+        return cls(workspace=spec, **points._asdict())
 
     @classmethod
     def from_patch_files(
@@ -215,52 +173,10 @@ class SignalGrid:
         Coordinates are the numbers in each name; ``labels`` names them (default
         ``x0, x1, ...``).
         """
-        ws_where = _where(workspace, "workspace")
-        spec = check_workspace(_load(workspace), ws_where)
+        ws_where = where(workspace, "workspace")
+        spec = check_workspace(load(workspace), ws_where)
         loaded = [(os.fspath(f), load_json(f)) for f in files]
-        return cls._from_patches(spec, loaded, labels, source=ws_where)
-
-    @classmethod
-    def _from_patches(
-        cls,
-        spec: dict[str, Any],
-        loaded: list[tuple[str, Any]],
-        labels: Sequence[str] | None,
-        *,
-        source: str,
-    ) -> SignalGrid:
-        if not loaded:
-            msg = f"{source}: no patch files given"
-            raise InvalidGrid(msg)
-        names: list[str] = []
-        coords: list[tuple[float, ...]] = []
-        patches: list[Patch] = []
-        for where, ops in sorted(loaded, key=lambda item: patch_name(item[0])):
-            _check_patch(ops, where)
-            name = patch_name(where)
-            values = parse_coordinates(name)
-            if not values:
-                msg = f"{where}: no grid coordinates can be parsed from the patch name {name!r}"
-                raise InvalidGrid(msg)
-            if coords and len(values) != len(coords[0]):
-                msg = (
-                    f"{where}: patch name {name!r} has {len(values)} coordinates, "
-                    f"{names[0]!r} has {len(coords[0])}"
-                )
-                raise InvalidGrid(msg)
-            names.append(name)
-            coords.append(values)
-            patches.append(ops)
-        n_coords = len(coords[0])
-        use_labels = _labels(labels, n_coords, source) if labels else _generic(n_coords)
-        return cls(
-            workspace=spec,
-            names=tuple(names),
-            labels=use_labels,
-            values=np.array(coords, dtype=np.float64),
-            patches=tuple(patches),
-            source=source,
-        )
+        return cls._from_points(spec, patch_file_points(loaded, labels, source=ws_where))
 
     @classmethod
     def from_path(
@@ -282,11 +198,11 @@ class SignalGrid:
         ws_where = tree.where(found.workspace)
         spec = check_workspace(tree.load(found.workspace), ws_where)
         if found.patchset is not None:
-            return cls._from_patchset_spec(
-                spec, tree.load(found.patchset), ws_where, tree.where(found.patchset), labels
-            )
+            ps_where = tree.where(found.patchset)
+            points = patchset_points(spec, tree.load(found.patchset), ws_where, ps_where, labels)
+            return cls._from_points(spec, points)
         loaded = [(tree.where(p), tree.load(p)) for p in found.patch_files]
-        return cls._from_patches(spec, loaded, labels, source=ws_where)
+        return cls._from_points(spec, patch_file_points(loaded, labels, source=ws_where))
 
     @classmethod
     def from_inputs(
@@ -315,16 +231,19 @@ class SignalGrid:
             msg = "--region only applies to a folder or archive input"
             raise InvalidGrid(msg)
         loaded = [(os.fspath(p), load_json(p)) for p in paths[1:]]
-        where, patchset = loaded[0]
+        ps_where, patchset = loaded[0]
         if len(loaded) > 1 or not isinstance(patchset, dict):
             patchset = None  # jsonpatch files
         elif "patches" not in patchset:
-            msg = f"{where}: neither a pyhf patchset (no 'patches') nor a jsonpatch"
+            msg = f"{ps_where}: neither a pyhf patchset (no 'patches') nor a jsonpatch"
             raise InvalidPatch(msg)
-        spec = check_workspace(load_json(first), os.fspath(first))
+        ws_where = os.fspath(first)
+        spec = check_workspace(load_json(first), ws_where)
         if patchset is not None:
-            return cls._from_patchset_spec(spec, patchset, os.fspath(first), where, labels)
-        return cls._from_patches(spec, loaded, labels, source=os.fspath(first))
+            points = patchset_points(spec, patchset, ws_where, ps_where, labels)
+        else:
+            points = patch_file_points(loaded, labels, source=ws_where)
+        return cls._from_points(spec, points)
 
     from_archive = from_path
     from_directory = from_path
@@ -363,7 +282,7 @@ class SignalGrid:
         source = f"{getattr(signal, '__module__', '?')}.{getattr(signal, '__qualname__', signal)}"
         grid = cls(spec, names, labels, values, signal=signal, source=source)
         if len(grid):
-            _check_patch(materialize(grid.chunk(0, 1))[0], f"{source} at {names[0]}")
+            check_patch(materialize(grid.chunk(0, 1))[0], f"{source} at {names[0]}")
         return grid
 
     # ----------------------------------------------------------------- queries
@@ -430,34 +349,3 @@ class SignalGrid:
         else:
             payload["signal"] = self.source
         return _digest(payload)
-
-
-def _load(obj: str | os.PathLike[str] | dict[str, Any]) -> Any:
-    return obj if isinstance(obj, dict) else load_json(obj)
-
-
-def _where(obj: str | os.PathLike[str] | dict[str, Any], default: str) -> str:
-    return default if isinstance(obj, dict) else os.fspath(Path(obj))
-
-
-def _generic(n: int) -> tuple[str, ...]:
-    return tuple(f"x{i}" for i in range(n))
-
-
-def _labels(labels: Sequence[str], n: int, where: str) -> tuple[str, ...]:
-    labels = tuple(label.strip() for label in labels)
-    if len(labels) != n or not all(labels):
-        msg = f"{where}: {len(labels)} labels given ({','.join(labels)}) for {n} coordinates"
-        raise InvalidGrid(msg)
-    if len(set(labels)) != len(labels):
-        msg = f"{where}: duplicate labels ({','.join(labels)})"
-        raise InvalidGrid(msg)
-    return labels
-
-
-def _check_patch(ops: Any, where: str) -> None:
-    if not isinstance(ops, list) or not all(
-        isinstance(op, dict) and "op" in op and "path" in op for op in ops
-    ):
-        msg = f"{where}: not a jsonpatch (a list of operations with 'op' and 'path')"
-        raise InvalidPatch(msg)

@@ -146,3 +146,21 @@ def test_from_inputs_dispatch(ewk3l_dir, sbottom_dir):
     assert files.names == ("sbottom_1300_205_60",)
     folder = SignalGrid.from_inputs([sbottom_dir], region="RegionC")
     assert len(folder) == 215
+
+
+def test_points_of_patch_files_and_their_names_from_grid():
+    """Reading the points of published inputs lives in ``pyhf_dask.points``; ``grid``
+    still exports ``parse_coordinates``."""
+    from pyhf_dask import grid, points
+
+    assert grid.parse_coordinates is points.parse_coordinates
+    ops = signal_patch([1.0, 2.0])
+    found = points.patch_file_points(
+        [("b/patch.s_2_1.json", ops), ("a/patch.s_1p5_1.json", ops)], None, source="ws"
+    )
+    assert found.names == ("s_1p5_1", "s_2_1") and found.labels == ("x0", "x1")
+    np.testing.assert_array_equal(found.values, [[1.5, 1.0], [2.0, 1.0]])
+    with pytest.raises(InvalidGrid, match="duplicate labels"):
+        points.check_labels(["m", "m"], 2, "ws")
+    with pytest.raises(InvalidPatch, match="not a jsonpatch"):
+        points.check_patch({"op": "add"}, "p.json")
