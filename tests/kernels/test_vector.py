@@ -157,7 +157,9 @@ def test_measurement_overrides_and_other_codes() -> None:
     assert_identical(ws, patches, options)
 
 
-@pytest.mark.parametrize("broken", ["normsys", "not a number", "other op", "bins"])
+@pytest.mark.parametrize(
+    "broken", ["normsys", "not a number", "other op", "bins", "modifier length"]
+)
 def test_points_the_builder_rejects_keep_their_messages(broken: str) -> None:
     ws = _background_only(7)
     patches = _add_signal_patches(ws, np.random.default_rng(7), 6)
@@ -168,8 +170,15 @@ def test_points_the_builder_rejects_keep_their_messages(broken: str) -> None:
     elif broken == "other op":
         patches[2] = [{"op": "copy", "from": "/channels/0/samples/0", "path": "/channels/0/x"}]
         assert patch_shape(patches[2]) is None
-    else:  # a shape of its own whose first point cannot be built
+    elif broken == "bins":  # a shape of its own whose first point cannot be built
         patches[2] = [{**patches[2][0], "value": {**patches[2][0]["value"], "data": [1.0]}}]
+    else:  # modifier data of another length: the per-point builder broadcasts it
+        patches[2][0]["value"]["modifiers"][4]["data"]["hi_data"] = [1.0]
+        patches[3][1]["value"]["modifiers"][5]["data"] = [0.5]
+        _, failed = build_chunk(ws, patches, OPTIONS)
+        assert not failed
+        assert_identical(ws, patches, OPTIONS)
+        return
     _, failed = build_chunk(ws, patches, OPTIONS)
     assert set(failed) == {2}
     assert_identical(ws, patches, OPTIONS)
