@@ -9,7 +9,7 @@ retries and timeouts; Dask's plumbing (``sum`` below) stays in this process.
 
 Which tasks go: with ``remote="all"`` (the default) every task calling a function from
 outside Dask, NumPy and the standard library; with ``remote="marked"`` only tasks made
-``with dask.annotate(pyhf_dask_remote=True):`` or with ``pyhf_dask.tasks.remote(func)``
+``with dask.annotate(pyhf_dask_remote=True):`` or with ``pyhf_dask.remote(func)``
 (a mark that survives Dask's task fusion, which drops annotations).
 
 Run it (a few seconds; needs ``pip install 'pyhf_dask[globus]'``)::
