@@ -81,29 +81,29 @@ def _free(theta: Any, g: Any, fixed: Any, held: Any, lower: Any, upper: Any) -> 
     return ~fixed & ~held & ~(at_lo & (g > 0)) & ~(at_hi & (g < 0))
 
 
-def _psd(h: Any, free: Any) -> Any:
-    """Whether the Hessian restricted to the free parameters is positive semi-definite."""
+def _certificate(h: Any, g: Any, free: Any) -> tuple[Any, Any]:
+    """Curvature and Newton-decrement certificates of the free parameters, from one Cholesky.
+
+    Returns:
+        ``psd``: the Hessian restricted to the free parameters is positive semi-definite
+        (up to a relative shift of 1e-9); ``gain``: ``g^T H^-1 g / 2`` on the free
+        subspace, the ``-2 log L`` a full Newton step would still gain (``inf`` where the
+        Hessian is not positive definite). Unlike the gradient, the gain does not depend
+        on the parameters' scales.
+
+    One factorisation, and the solve depends on it: two independent LAPACK calls in one
+    XLA computation can run at once and wait on each other's thread pool forever (2 cores).
+    """
     n = h.shape[0]
     hf = jnp.where(free[:, None] & free[None, :], h, 0.0)
     scale = 1.0 + jnp.max(jnp.abs(jnp.diagonal(hf)))
     shifted = hf + jnp.eye(n, dtype=h.dtype) * jnp.where(free, 1e-9 * scale, 1.0)
-    return jnp.all(jnp.isfinite(jnp.linalg.cholesky(shifted)))
-
-
-def _decrement(h: Any, g: Any, free: Any) -> Any:
-    """The Newton decrement of the free parameters: ``-2 log L`` a full Newton step would gain.
-
-    ``g^T H^-1 g / 2`` on the free subspace; infinite where that Hessian is not positive
-    definite. Unlike the gradient, it does not depend on the parameters' scales.
-    """
-    n = h.shape[0]
-    hf = jnp.where(free[:, None] & free[None, :], h, 0.0)
-    hd = hf + jnp.eye(n, dtype=h.dtype) * jnp.where(free, 0.0, 1.0)
+    chol = jnp.linalg.cholesky(shifted)
+    psd = jnp.all(jnp.isfinite(chol))
     gf = jnp.where(free, g, 0.0)
-    chol = jnp.linalg.cholesky(hd)
     step = jax.scipy.linalg.cho_solve((chol, True), gf)
-    value = 0.5 * jnp.dot(gf, step)
-    return jnp.where(jnp.isfinite(value) & (value >= 0.0), value, jnp.inf)
+    gain = 0.5 * jnp.dot(gf, step)
+    return psd, jnp.where(psd & jnp.isfinite(gain) & (gain >= 0.0), gain, jnp.inf)
 
 
 def _other_side_descends(
@@ -250,13 +250,13 @@ def newton_fit(
     )
     theta, f, g, h, held, right, seen, lam, it = jax.lax.while_loop(cond, body, state)
     free, pg, _ = residual(theta, g, held, right)
-    psd = _psd(h, free)
+    psd, gain = _certificate(h, g, free)
     seen = seen | _other_side_descends(theta, fixed, data, aux, a, s)
     # no step lowers -2 log L any more: at the rounding floor of a steep likelihood (large
     # curvature, as for shapesys constraints with tau ~ 1e12) the gradient cannot get below
     # gtol, but what a Newton step would still gain is negligible; a flat direction or a
     # stall away from the minimum gains more than that and is not certified
-    stalled = (lam >= 1e12) & (_decrement(h, g, free) <= _STALL_GAIN)
+    stalled = (lam >= 1e12) & (gain <= _STALL_GAIN)
     return {
         "theta": theta,
         "value": f,
