@@ -21,6 +21,7 @@ from common import SBOTTOM
 
 import pyhf_dask
 from pyhf_dask.kernels import FitOptions, jax_kernel
+from pyhf_dask.kernels.jax_batch import stack_models
 from pyhf_dask.kernels.jax_model import apply_patch, build_dense, structure_key
 
 
@@ -64,7 +65,7 @@ def main() -> None:
             except Exception as exc:
                 print(f"  {region} {grid.names[i]}: not a dense model ({exc})")
                 continue
-            res = jax_kernel._run_group([dense], options, jax_kernel._device(None))
+            res = jax_kernel._run_group(stack_models([dense]), options, jax_kernel._device(None))
             ours = _cls(res, options)
             if not bool(np.all(res["converged"])):
                 totals["jax_unconverged"] += 1

@@ -101,6 +101,7 @@ def _likelihood_check(workspace: dict, patch: list) -> str:
     import pyhf
 
     from pyhf_dask.kernels import jax_kernel
+    from pyhf_dask.kernels.jax_batch import stack_models
     from pyhf_dask.kernels.jax_model import build_dense, structure_key
     from pyhf_dask.patching import apply_patch
 
@@ -116,7 +117,7 @@ def _likelihood_check(workspace: dict, patch: list) -> str:
 
     jax_kernel.run_fits = capture
     try:
-        jax_kernel._run_group([dense], OPTIONS, jax_kernel._device(None))
+        jax_kernel._run_group(stack_models([dense]), OPTIONS, jax_kernel._device(None))
     finally:
         jax_kernel.run_fits = run_fits
     theta_data = np.asarray(captured[0]["theta"])  # rows: POI=0, free, POI=1

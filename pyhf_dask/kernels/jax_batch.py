@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -41,9 +41,11 @@ __all__ = [
     "pad_model",
     "pad_rows",
     "padded_dims",
+    "run_batched",
     "run_fits",
     "run_rows",
     "stack_groups",
+    "stack_models",
 ]
 
 log = logging.getLogger(__name__)
@@ -204,6 +206,9 @@ class Stack:
     arrays: dict[str, np.ndarray]
     poi: np.ndarray
     dims: Dims
+    #: Per group, its parameters' labels; ``group[row]`` is a row's group.
+    labels: list[list[str]] = field(default_factory=list)
+    group: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 def stack_groups(groups: Sequence[Group]) -> Stack:
@@ -230,7 +235,26 @@ def stack_groups(groups: Sequence[Group]) -> Stack:
         arrays = {k: np.concatenate([p[k] for p in parts]) for k in MODEL_FIELDS}
     index = np.concatenate([g.index for g in groups])
     poi = np.concatenate([np.full(len(g.index), g.model.poi_index) for g in groups])
-    return Stack(index=index, arrays=arrays, poi=poi, dims=dims)
+    labels = [_labels(g.model) for g in groups]
+    group = np.concatenate([np.full(len(g.index), k) for k, g in enumerate(groups)])
+    return Stack(index=index, arrays=arrays, poi=poi, dims=dims, labels=labels, group=group)
+
+
+def _labels(model: DenseModel) -> list[str]:
+    """One label per parameter of ``model`` (positions when its set sizes are unknown)."""
+    from pyhf_dask.kernels.evidence import parameter_labels
+
+    if sum(model.par_sizes) != len(model.arrays["init"]):
+        return [f"parameter {j}" for j in range(len(model.arrays["init"]))]
+    return parameter_labels(model.par_names, model.par_sizes)
+
+
+def stack_models(models: Sequence[DenseModel]) -> Stack:
+    """The :class:`Stack` of a list of per-point dense models (benchmarks, diagnostics)."""
+    from pyhf_dask.kernels.jax_vector import Group
+
+    groups = [Group(key=m.key, spec={}, model=m, index=np.array([i])) for i, m in enumerate(models)]
+    return stack_groups(groups)
 
 
 def batch_size(n_par: int) -> int:
@@ -261,6 +285,24 @@ def run_rows(
     for start in range(0, n, size):
         idx = np.arange(start, min(n, start + size))
         res = func({k: _take(v, idx, size) for k, v in models.items()}, _take(rows, idx, size))
+        parts.append({k: np.asarray(v)[: len(idx)] for k, v in res.items()})
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def run_batched(
+    func: Any,
+    models: dict[str, np.ndarray],
+    which: np.ndarray,
+    arrays: Sequence[np.ndarray],
+    size: int,
+) -> dict[str, np.ndarray]:
+    """``func(model, *arrays)`` over rows of point ``which``, in batches of ``size`` rows."""
+    n = len(which)
+    parts = []
+    for start in range(0, n, size):
+        idx = np.arange(start, min(n, start + size))
+        model = {k: _take(v, which[idx], size) for k, v in models.items()}
+        res = func(model, *(_take(x, idx, size) for x in arrays))
         parts.append({k: np.asarray(v)[: len(idx)] for k, v in res.items()})
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 

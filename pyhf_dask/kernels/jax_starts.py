@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from pyhf_dask.kernels.jax_batch import run_fits
+from pyhf_dask.kernels.jax_batch import run_batched, run_fits
 
 __all__ = ["consistency_gap", "fit_family"]
 
@@ -35,8 +35,10 @@ log = logging.getLogger(__name__)
 GAP_TOLERANCE = 1e-6
 #: Rounds of free fits restarted from a lower fixed fit.
 MAX_ROUNDS = 3
-#: Parameters mirrored per fit and round, one second start each (the closest to 0 first).
+#: Parameters mirrored per fit and round, one second start each (the most promising first).
 MAX_MIRRORS = 24
+#: Of those, started from the mirror image of the closest to their kink, whatever the probe.
+MAX_NEAR = 6
 #: Rounds of one-parameter mirrors while they find lower minima.
 ORTHANT_ROUNDS = 4
 #: Kinked parameters closer to 0 than this at a solution are mirrored in a second start.
@@ -84,6 +86,23 @@ def _sources(k: int, values: np.ndarray, free_kind: int, order: list[int]) -> se
     return out
 
 
+def _probe(
+    sides: Any,
+    models: dict[str, np.ndarray],
+    pairs: np.ndarray,
+    theta: np.ndarray,
+    fixed: np.ndarray,
+    data: np.ndarray,
+    aux: np.ndarray,
+    size: int,
+) -> dict[str, np.ndarray] | None:
+    """The other-side probe at the solution of each ``(point, fit)`` pair, or ``None``."""
+    if sides is None or not len(pairs):
+        return None
+    p, k = pairs[:, 0], pairs[:, 1]
+    return run_batched(sides, models, p, (theta[p, k], fixed[p], data[p], aux[p]), size)
+
+
 def fit_family(
     fit: Any,
     models: dict[str, np.ndarray],
@@ -94,6 +113,7 @@ def fit_family(
     poi_of_kind: np.ndarray,
     size: int,
     kinked: np.ndarray | None = None,
+    sides: Any = None,
 ) -> dict[str, np.ndarray]:
     """Every fit of ``n`` points on their data, with second starts where needed.
 
@@ -110,6 +130,11 @@ def fit_family(
             kinked parameter near its kink (``0 < |theta| < NEAR_KINK``) mirrored, one
             start per parameter, keeps the lowest and repeats while that finds lower
             minima (a descent over orthants, up to ``ORTHANT_ROUNDS``).
+        sides: the batched :func:`~pyhf_dask.kernels.jax_fit.other_sides` probe,
+            ``sides(model, theta, fixed, data, aux)``. With it, the second starts of each
+            round are the points of the probe lower than the fit (up to ``MAX_MIRRORS``,
+            lowest first), plus the mirror images of the ``MAX_NEAR`` parameters
+            closest to their kink.
 
     Returns:
         Per fit, shape ``(n, F)`` (``theta``: ``(n, F, P)``): ``theta``, ``value``,
@@ -197,12 +222,24 @@ def fit_family(
         improving = np.ones((n, n_fit), dtype=bool)
         for _ in range(ORTHANT_ROUNDS):
             before = certified_value()
+            pairs = np.argwhere(improving)
+            probe = _probe(sides, models, pairs, theta, base_fixed, data, aux, size)
             todo = []
-            for p, k in zip(*np.nonzero(improving), strict=True):
+            for r, (p, k) in enumerate(pairs):
                 x = theta[p, k]
                 near = np.flatnonzero(kinked[p] & (x != 0) & (np.abs(x) < NEAR_KINK))
-                near = near[np.argsort(np.abs(x[near]))][:MAX_MIRRORS]
-                todo += [(int(p), int(k), _mirrored(x, int(j)), False) for j in near]
+                near = near[np.argsort(np.abs(x[near]))]
+                starts_pk = [_mirrored(x, int(j)) for j in near[:MAX_NEAR]]
+                if probe is not None:
+                    lower = np.flatnonzero(probe["value"][r] < raw_value[p, k] - GAP_TOLERANCE)
+                    lower = lower[np.argsort(probe["value"][r][lower])]
+                    for j in lower[:MAX_MIRRORS]:
+                        y = x.copy()
+                        y[j] = probe["x"][r, j]
+                        starts_pk.append(y)
+                else:
+                    starts_pk += [_mirrored(x, int(j)) for j in near[MAX_NEAR:MAX_MIRRORS]]
+                todo += [(int(p), int(k), y, False) for y in starts_pk]
             if not todo:
                 break
             second_starts(todo)

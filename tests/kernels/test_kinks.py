@@ -208,3 +208,17 @@ def test_kkt_residual_is_one_sided_at_kinks() -> None:
     assert kkt_residual(lambda x: float(x[1]), np.array([0.0, 0.0]), bounds, []) < 1e-9
     # a fixed parameter is not judged
     assert kkt_residual(f, np.array([0.3, 0.5]), bounds, [0]) < 1e-5
+
+
+def test_sbottom_1300_205_60_at_code1_code0(sbottom_dir: Any) -> None:
+    """The issue's real kinked case: 20 of 55 parameters end at a kink; CLs_obs 0.237102."""
+    import pyhf_dask
+    from pyhf_dask.kernels.jax_kernel import hypotest_chunk
+
+    grid = pyhf_dask.SignalGrid.from_path(sbottom_dir, region="RegionA")
+    patch = grid.patches[grid.names.index("sbottom_1300_205_60")]
+    options = FitOptions(normsys_interpcode="code1", histosys_interpcode="code0").to_dict()
+    out = hypotest_chunk(grid.workspace, [patch], options)
+    assert out["status"][0] == "converged", out["message"][0]
+    assert "held at a kink" in out["message"][0]
+    assert float(out["CLs_obs"][0, 0]) == pytest.approx(0.237102, abs=2e-5)
