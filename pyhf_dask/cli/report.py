@@ -13,7 +13,7 @@ import click
 import numpy as np
 import xarray as xr
 
-__all__ = ["EXIT_FAILED_POINTS", "format_table", "interrupted", "report"]
+__all__ = ["EXIT_FAILED_POINTS", "format_table", "interrupted", "report", "what_to_try"]
 
 #: Exit status of ``--fail-on-error`` when some points failed.
 EXIT_FAILED_POINTS = 3
@@ -98,11 +98,25 @@ def report(
         where = f" ({fitted} fitted in this run){where}"
     click.echo(f"pyhf-dask: {summary} in {elapsed:.1f} s{where}", err=True)
     if summary.n_failed or summary.n_partial:
-        failed = point_names(ds)[np.isin(status_names(ds.status), ("failed", "partial"))]
+        bad = np.isin(status_names(ds.status), ("failed", "partial"))
+        failed = point_names(ds)[bad]
         shown = ", ".join(failed[:5]) + (" ..." if len(failed) > 5 else "")
         click.echo(f"pyhf-dask: failed points: {shown} (see the 'message' variable)", err=True)
+        for tip in what_to_try(ds, bad):
+            click.echo(f"pyhf-dask: to try: {tip}", err=True)
         if fail_on_error:
             sys.exit(EXIT_FAILED_POINTS)
+
+
+def what_to_try(ds: xr.Dataset, bad: np.ndarray) -> list[str]:
+    """Advice for the failed points of ``ds`` from their messages (what the kernels found)."""
+    from pyhf_dask.kernels.evidence import advice
+
+    messages = [str(m) for m in np.asarray(ds["message"].values)[bad]]
+    kinked = ds.attrs.get("normsys_interpcode") == "code1" or ds.attrs.get(
+        "histosys_interpcode"
+    ) in ("code0",)
+    return advice(messages, kinked_codes=bool(kinked))
 
 
 def interrupted(output: Path | None, to_store: bool, signum: int) -> str:

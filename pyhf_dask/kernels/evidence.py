@@ -69,6 +69,9 @@ def uncertified_reason(
         ...                          labels=["mu", "alpha"])
         >>> why.split("; ")[1:]
         ['KKT residual 0.2 > 0.0001', 'at a bound: mu']
+        >>> uncertified_reason(np.zeros(1), -np.ones(1), np.ones(1), np.zeros(1, bool),
+        ...                    value=1.0, pgrad=1e-6, psd=False, gtol=1e-4).split("; ")[1]
+        'KKT residual 1e-06 within 0.0001'
     """
     parts = []
     if not np.isfinite(value):
@@ -77,6 +80,8 @@ def uncertified_reason(
         parts.append("flat or concave direction (free Hessian not positive semi-definite)")
     if not np.isfinite(pgrad) or pgrad > gtol:
         parts.append(f"KKT residual {pgrad:.3g} > {gtol:g}")
+    else:
+        parts.append(f"KKT residual {pgrad:.3g} within {gtol:g}")
     free = ~np.asarray(fixed, dtype=bool)
     scale = 1e-9 * (1.0 + np.abs(theta))
     at_bound = np.flatnonzero(
@@ -84,7 +89,7 @@ def uncertified_reason(
     )
     if at_bound.size:
         parts.append(f"at a bound: {_named(at_bound, labels)}")
-    return "; ".join(parts) if parts else "certificate passed only after the fit stopped"
+    return "; ".join(parts)
 
 
 def advice(reasons: Sequence[str], *, kinked_codes: bool) -> list[str]:
@@ -107,11 +112,17 @@ def advice(reasons: Sequence[str], *, kinked_codes: bool) -> list[str]:
         )
     if "not finite" in text:
         tips.append("a non-positive expected yield: check the samples' nominal and variations")
+    if "not a parameter of the model" in text or "not declared in the model" in text:
+        tips.append(
+            "a patch whose model lacks the POI (no signal) has nothing to test: leave it out"
+        )
     if kinked_codes:
         tips.append(
             "code1/code0 interpolation has kinks at 0: the smooth defaults code4/code4p "
             "(pyhf's) avoid them"
         )
-    if not tips:
+    if not tips and "JAX:" in text:
         tips.append("re-run the failed points with --kernel pyhf (the reference kernel)")
+    if not tips:
+        tips.append("read each failed point's 'message' for what its fits found")
     return tips

@@ -139,7 +139,7 @@ def _run_group(stack: Stack, options: dict[str, Any], device: Any) -> dict[str, 
     """Every fit of the hypothesis tests of a list of points (any structures)."""
     import jax
 
-    from pyhf_dask.kernels.jax_fit import FitSettings, asimov_batch, fit_batch
+    from pyhf_dask.kernels.jax_fit import FitSettings, asimov_batch, fit_batch, sides_batch
     from pyhf_dask.kernels.jax_starts import consistency_gap, fit_family
 
     settings = FitSettings(options["normsys_interpcode"], options["histosys_interpcode"])
@@ -159,9 +159,15 @@ def _run_group(stack: Stack, options: dict[str, Any], device: Any) -> dict[str, 
             out = asimov_batch(*jax.device_put((model, theta), device), settings)
             return dict(jax.device_get(out))
 
+    def sides(model: dict[str, Any], *args: Any) -> dict[str, Any]:
+        with _JAX_LOCK:
+            out = sides_batch(*jax.device_put((model, *args), device), settings)
+            return dict(jax.device_get(out))
+
     mus = np.asarray(options["poi_values"], dtype=np.float64)
     n_poi = len(mus)
     kinked = _kinked(batched, settings)
+    probe = sides if kinked is not None else None
     # fits on the data: POI=0 (Asimov parameters), free, POI at each value
     obs = fit_family(
         fit,
@@ -173,6 +179,7 @@ def _run_group(stack: Stack, options: dict[str, Any], device: Any) -> dict[str, 
         np.concatenate([[0.0, np.nan], mus]),
         size,
         kinked,
+        probe,
     )
     theta0 = obs["theta"][:, 0]
     asi_data = run_rows(asimov, batched, theta0, size)
@@ -187,11 +194,14 @@ def _run_group(stack: Stack, options: dict[str, Any], device: Any) -> dict[str, 
         np.concatenate([[np.nan], mus]),
         size,
         kinked,
+        probe,
     )
     converged = np.concatenate([obs["converged"], asi["converged"]], axis=1)
     gaps = (consistency_gap(obs["value"], 1), consistency_gap(asi["value"], 0))
-    for gap, columns in zip(gaps, ([1], [2 + n_poi]), strict=True):
-        converged[gap > 1e-6, columns[0]] = False  # a free fit above a fixed one: not a minimum
+    local = np.zeros_like(converged)
+    for gap, column in zip(gaps, (1, 2 + n_poi), strict=True):
+        local[:, column] = gap > 1e-6  # a free fit above a fixed one: not the minimum
+    converged &= ~local
     return {
         "obs_theta": obs["theta"],
         "asimov_theta": asi["theta"],
@@ -206,6 +216,10 @@ def _run_group(stack: Stack, options: dict[str, Any], device: Any) -> dict[str, 
         "pgrad": np.concatenate([obs["pgrad"], asi["pgrad"]], axis=1),
         "n_kink": np.concatenate([obs["n_kink"], asi["n_kink"]], axis=1),
         "restarts": np.concatenate([obs["restarts"], asi["restarts"]], axis=1),
+        "theta": np.concatenate([obs["theta"], asi["theta"]], axis=1),
+        "value": np.concatenate([obs["value"], asi["value"]], axis=1),
+        "psd": np.concatenate([obs["psd"], asi["psd"]], axis=1),
+        "local": local,
     }
 
 
@@ -321,7 +335,10 @@ def _fill(
         poi_values,
         options["test_stat"],
     )
+    from pyhf_dask.kernels.jax_nll import FitSettings
+
     conv = np.asarray(res["converged"], dtype=bool)
+    gtol = FitSettings(options["normsys_interpcode"], options["histosys_interpcode"]).gtol
     shared = conv[:, 0] & conv[:, 1] & conv[:, 2 + n_poi]
     poi_ok = shared[:, None] & conv[:, 2 : 2 + n_poi] & conv[:, 3 + n_poi :]
     poi_ok &= np.isfinite(cls_obs) & np.isfinite(cls_exp).all(axis=2)
@@ -347,8 +364,7 @@ def _fill(
             k = int(bad[0])
             why = (
                 f"{len(bad)} of {len(names)} fits not certified; first: {names[k]} after "
-                f"{int(res['n_iter'][row, k])} iterations, KKT residual "
-                f"{float(res['pgrad'][row, k]):.3g}"
+                f"{int(res['n_iter'][row, k])} iterations: {_evidence(res, stack, row, k, gtol)}"
             )
         else:
             why = "non-finite CLs from certified fits"
@@ -356,6 +372,31 @@ def _fill(
         out["message"][i] = f"JAX: {why} ({detail})"
         pending[i] = (~ok, out["message"][i])
     return pending
+
+
+def _evidence(res: dict[str, np.ndarray], stack: Stack, row: int, k: int, gtol: float) -> str:
+    """Why fit ``k`` of point ``row`` is not certified (:mod:`~pyhf_dask.kernels.evidence`)."""
+    from pyhf_dask.kernels.evidence import uncertified_reason
+
+    n_fit = res["converged"].shape[1]
+    free_fits = (1, 1 + (n_fit - 1) // 2)  # "free on data" and "free on Asimov"
+    if res["local"][row, k]:
+        return "a local minimum: the free fit ends above a fixed-POI fit of the same data"
+    fixed = np.asarray(stack.arrays["fixed"][row], dtype=bool).copy()
+    if k not in free_fits:
+        fixed[stack.poi[row]] = True
+    labels = stack.labels[int(stack.group[row])] if len(stack.labels) else None
+    return uncertified_reason(
+        res["theta"][row, k],
+        stack.arrays["lower"][row],
+        stack.arrays["upper"][row],
+        fixed,
+        value=float(res["value"][row, k]),
+        pgrad=float(res["pgrad"][row, k]),
+        psd=bool(res["psd"][row, k]),
+        gtol=gtol,
+        labels=labels,
+    )
 
 
 def _second_path(

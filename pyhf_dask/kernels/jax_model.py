@@ -79,6 +79,8 @@ class DenseModel:
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     cell_norm: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     mult_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    #: Parameters of each set of ``par_names`` (for labels in messages).
+    par_sizes: list[int] = field(default_factory=list)
 
     def shared(self) -> dict[str, np.ndarray]:
         """Structural arrays, the same for every point of the structure."""
@@ -405,6 +407,7 @@ def build_dense(spec: dict[str, Any], options: dict[str, Any], key: Any = None) 
     return DenseModel(
         key=key if key is not None else structure_key(spec, options),
         par_names=names,
+        par_sizes=[kinds[name][1] for name in names],
         poi_index=offset[poi],
         cell_bin=np.asarray(cell_bin, dtype=np.int64),
         gather=gather,
