@@ -114,14 +114,16 @@ def compare(region: str, n_points: int) -> None:
     )
 
 
-def archive() -> None:
-    """JAX kernel on every sbottom point, one chunk per region."""
+def archive(codes: str = "code4,code4p") -> None:
+    """JAX kernel on every sbottom point, one chunk per region (``codes``: normsys,histosys)."""
+    normcode, histcode = codes.split(",")
+    options = FitOptions(normsys_interpcode=normcode, histosys_interpcode=histcode).to_dict()
     total = 0
     start = time.perf_counter()
     for region in ("RegionA", "RegionB", "RegionC"):
         grid = pyhf_dask.SignalGrid.from_path(ARCHIVE, region=region)
         t0 = time.perf_counter()
-        out = hypotest_chunk(grid.workspace, list(grid.patches), SBOTTOM)
+        out = hypotest_chunk(grid.workspace, list(grid.patches), options)
         status = dict(zip(*np.unique(out["status"], return_counts=True), strict=True))
         print(f"  {region}: {len(grid)} points in {time.perf_counter() - t0:.2f} s, {status}")
         total += len(grid)
@@ -247,6 +249,7 @@ def main() -> None:
     parser.add_argument("--region", default="RegionA")
     parser.add_argument("--points", type=int, default=5)
     parser.add_argument("--archive-only", action="store_true")
+    parser.add_argument("--codes", default="code4,code4p", help="with --archive-only")
     parser.add_argument("--seed-grid", type=int, default=0)
     parser.add_argument("--host", action="store_true", help="time host model building")
     parser.add_argument("--build-only", action="store_true", help="model building only")
@@ -258,7 +261,7 @@ def main() -> None:
     elif args.seed_grid:
         seed_grid(args.seed_grid, host=args.host)
     elif args.archive_only:
-        archive()
+        archive(args.codes)
     else:
         compare(args.region, args.points)
     if compiles is not None:
