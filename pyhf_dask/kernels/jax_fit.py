@@ -21,6 +21,14 @@ the line search, so that a fit that starts on a saddle leaves it.
 
 :func:`fit_batch` runs a batch of such fits (any points, any fixed parameters) as one
 vmapped computation; :func:`asimov_batch` builds the Asimov data of a batch of points.
+
+One rule keeps the computation from deadlocking on small machines: at most one LAPACK
+call (Cholesky, triangular solve) may be runnable at any time. XLA's CPU runtime runs a
+batched LAPACK call through its thread pool (``ParallelBatchMap``) and runs independent
+operations at once; two such calls at once on a 2-thread pool wait for each other
+forever. So LAPACK calls form one chain of data dependencies: none in the loop's
+``cond`` (a batched ``while_loop`` evaluates ``cond`` of the old state inside the body,
+beside the body's own), and one factorisation after the loop for both certificates.
 """
 
 from __future__ import annotations
