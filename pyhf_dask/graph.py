@@ -184,6 +184,7 @@ def build_graph(
     options: dict[str, Any],
     chunk_size: int,
     indices: Sequence[tuple[int, int]] | None = None,
+    token: str | None = None,
 ) -> ScanGraph:
     """One delayed :class:`FitTask` (:func:`~pyhf_dask.kernels.fit_chunk`) per chunk.
 
@@ -193,8 +194,11 @@ def build_graph(
         options: plain-data fit options.
         chunk_size: points per task.
         indices: chunk bounds to build (default: the whole grid).
+        token: the scan's :func:`scan_token`, when the caller has it (it digests every
+            patch: computed here otherwise).
     """
-    token = scan_token(grid, kernel, options, chunk_size)
+    if token is None:
+        token = scan_token(grid, kernel, options, chunk_size)
     bounds = list(indices) if indices is not None else chunk_bounds(len(grid), chunk_size)
     workspace = dask.delayed(grid.workspace, name=f"pyhf-dask-workspace-{token}", traverse=False)
     parts = []

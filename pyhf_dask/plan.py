@@ -21,7 +21,14 @@ import numpy as np
 
 from pyhf_dask import config
 from pyhf_dask.exceptions import InvalidOption
-from pyhf_dask.graph import FIT_PREFIX, chunk_bounds, default_chunk_size, scan_token
+from pyhf_dask.graph import (
+    FIT_PREFIX,
+    ScanGraph,
+    build_graph,
+    chunk_bounds,
+    default_chunk_size,
+    scan_token,
+)
 from pyhf_dask.grid import SignalGrid
 from pyhf_dask.kernels import FitOptions, resolve_kernel
 
@@ -86,6 +93,17 @@ class ScanPlan:
     def poi_values(self) -> list[float]:
         """The scanned POI values."""
         return [float(v) for v in self.options.poi_values]
+
+    def graph(self) -> ScanGraph:
+        """The fit tasks of the plan's chunks (:func:`~pyhf_dask.graph.build_graph`)."""
+        return build_graph(
+            self.grid,
+            kernel=self.kernel,
+            options=self.options.to_dict(),
+            chunk_size=self.chunk_size,
+            indices=self.bounds,
+            token=self.token,
+        )
 
     def fit_key(self, start: int) -> str:
         """Key of the fit task of the chunk starting at ``start``."""

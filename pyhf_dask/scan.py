@@ -12,7 +12,7 @@ import numpy as np
 import xarray as xr
 
 from pyhf_dask._version import __version__
-from pyhf_dask.graph import build_graph, variable_arrays
+from pyhf_dask.graph import variable_arrays
 from pyhf_dask.grid import SignalGrid
 from pyhf_dask.kernels import BAND
 from pyhf_dask.plan import (
@@ -124,13 +124,7 @@ def scan_plan(plan: ScanPlan) -> xr.Dataset:
         True
     """
     grid, poi_values, squeeze, cl = plan.grid, plan.poi_values, plan.squeeze, plan.cl
-    graph = build_graph(
-        grid,
-        kernel=plan.kernel,
-        options=plan.options.to_dict(),
-        chunk_size=plan.chunk_size,
-        indices=plan.bounds,
-    )
+    graph = plan.graph()
     arrays = variable_arrays(graph, poi_values, squeeze=squeeze, cl=cl)
     # status as CF flags, message as variable-length strings: types known before computing
     dims, status = arrays["status"]

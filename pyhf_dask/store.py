@@ -43,7 +43,7 @@ from dask.callbacks import Callback
 
 from pyhf_dask._optional import require
 from pyhf_dask.exceptions import InvalidOption, SettingsMismatch
-from pyhf_dask.graph import build_graph, extract
+from pyhf_dask.graph import extract
 from pyhf_dask.grid import SignalGrid
 from pyhf_dask.plan import ScanPlan, resolve_plan
 from pyhf_dask.results import STATUS_FLAGS, TEXT, as_text, encode_status, status_names
@@ -383,13 +383,7 @@ def _fit_into(
     import dask
 
     sub = plan if len(todo) == len(plan.grid) else plan.for_points(todo.tolist())
-    graph = build_graph(
-        sub.grid,
-        kernel=sub.kernel,
-        options=sub.options.to_dict(),
-        chunk_size=sub.chunk_size,
-        indices=sub.bounds,
-    )
+    graph = sub.graph()
     index = {sub.fit_key(start): todo[start:stop] for start, stop in sub.bounds}
     writer = StoreWriter(
         path,
