@@ -114,8 +114,16 @@ def compare(region: str, n_points: int) -> None:
     )
 
 
-def archive(codes: str = "code4,code4p") -> None:
-    """JAX kernel on every sbottom point, one chunk per region (``codes``: normsys,histosys)."""
+def archive(codes: str = "code4,code4p", repeat: int = 1) -> None:
+    """JAX kernel on every sbottom point, one chunk per region (``codes``: normsys,histosys).
+
+    ``repeat`` > 1 runs the archive again in the same process (compiled functions kept).
+    """
+    for _ in range(repeat):
+        _archive_once(codes)
+
+
+def _archive_once(codes: str) -> None:
     normcode, histcode = codes.split(",")
     options = FitOptions(normsys_interpcode=normcode, histosys_interpcode=histcode).to_dict()
     total = 0
@@ -250,6 +258,7 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=5)
     parser.add_argument("--archive-only", action="store_true")
     parser.add_argument("--codes", default="code4,code4p", help="with --archive-only")
+    parser.add_argument("--repeat", type=int, default=1, help="with --archive-only")
     parser.add_argument("--seed-grid", type=int, default=0)
     parser.add_argument("--host", action="store_true", help="time host model building")
     parser.add_argument("--build-only", action="store_true", help="model building only")
@@ -261,7 +270,7 @@ def main() -> None:
     elif args.seed_grid:
         seed_grid(args.seed_grid, host=args.host)
     elif args.archive_only:
-        archive(args.codes)
+        archive(args.codes, args.repeat)
     else:
         compare(args.region, args.points)
     if compiles is not None:

@@ -65,6 +65,9 @@ ROUND = 20
 MAX_ITER = 220
 #: Rows per batch of models with 32 parameters or more.
 LARGE_MODEL_BATCH = 64
+#: Smallest and largest rows per batch on a GPU (:func:`batch_size`).
+GPU_MIN_BATCH = 256
+GPU_MAX_BATCH = 65536
 
 Dims = tuple[int, int, int, int, int, int]  # params, cells, bins, norm slots, mult, width
 
@@ -257,16 +260,29 @@ def stack_models(models: Sequence[DenseModel]) -> Stack:
     return stack_groups(groups)
 
 
-def batch_size(n_par: int) -> int:
-    """Rows per fit batch for models of ``n_par`` (padded) parameters.
+def batch_size(n_par: int, platform: str = "cpu", rows: int | None = None) -> int:
+    """Rows per fit batch for models of ``n_par`` (padded) parameters on a device.
 
     On CPU, small batches of large models run faster per fit than large ones (the
     per-row matrices stay in cache); small models need large batches to amortise the
-    per-iteration overhead.
+    per-iteration overhead. A GPU runs every row of a batch at once and pays per call
+    (launches, transfers, the host's refill), so its batches are as large as the work:
+    ``rows`` (the fits waiting) rounded up to a power of two, at least
+    :data:`GPU_MIN_BATCH`, at most a cap that keeps a batch's Hessians near 1 GiB.
+
+    Example:
+        >>> batch_size(6), batch_size(6, "gpu", rows=651), batch_size(6, "gpu", rows=3_000_000)
+        (2048, 1024, 65536)
     """
-    if n_par >= 32:
-        return LARGE_MODEL_BATCH
-    return 1024 if n_par >= 8 else 2048
+    if platform == "cpu":
+        if n_par >= 32:
+            return LARGE_MODEL_BATCH
+        return 1024 if n_par >= 8 else 2048
+    cap = GPU_MAX_BATCH
+    while cap > GPU_MIN_BATCH and cap * n_par * n_par * 8 > 2**30:
+        cap //= 2
+    want = GPU_MIN_BATCH if rows is None else max(GPU_MIN_BATCH, 1 << (rows - 1).bit_length())
+    return min(cap, want)
 
 
 def _take(x: np.ndarray, idx: np.ndarray, size: int) -> np.ndarray:

@@ -147,7 +147,9 @@ def _run_group(stack: Stack, options: dict[str, Any], device: Any) -> dict[str, 
     n = len(stack.index)
     batched = stack.arrays  # built by jax_vector; fields equal for all points are views
     poi = stack.poi
-    size = batch_size(dims[0])
+    # the fits of a family wait together: the data family holds 2 + n_poi per point
+    rows = n * (2 + len(options["poi_values"]))
+    size = batch_size(dims[0], getattr(device, "platform", "cpu"), rows)
 
     def fit(model: dict[str, Any], *args: Any) -> dict[str, Any]:
         with _JAX_LOCK:

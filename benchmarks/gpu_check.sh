@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The GPU checks of the JAX kernel, in one run on a machine with an NVIDIA GPU.
+#
+#   bash benchmarks/gpu_check.sh OUT_DIR [WHEEL_DIR]
+#
+# WHEEL_DIR (optional) holds wheels of the dependencies the machine lacks; they are
+# installed with --no-deps into a temporary folder first (a machine without an index).
+# Writes logs and results under OUT_DIR and prints a short table at the end:
+#   1. the seed model over 1000 x 1000 points in-process (GPU), a sample against the CPU
+#   2. the 650 sbottom points, cold (empty compilation cache) then warm in the same
+#      process, then warm in a new process (cache filled)
+#   3. `pyhf-dask scan <sbottom> --region RegionA --device gpu` with the default executor
+#   4. the kink tests of the kernel (tests/kernels/test_kinks.py) on the GPU
+set -uo pipefail
+out=${1:?usage: gpu_check.sh OUT_DIR [WHEEL_DIR]}
+wheels=${2:-}
+mkdir -p "$out"
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+if [[ -n "$wheels" ]]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site "$wheels"/*.whl || exit 1
+    export PYTHONPATH=/tmp/site:$here
+else
+    export PYTHONPATH=$here${PYTHONPATH:+:$PYTHONPATH}
+fi
+export PYTHONUNBUFFERED=1
+py=${PYTHON:-python3}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
+step() {  # step NAME SECONDS COMMAND...: run with a time limit, log, keep going on failure
+    local name=$1 limit=$2
+    shift 2
+    echo "== $name"
+    local t0=$SECONDS
+    timeout "$limit" "$@" 2>&1 | tee "$out/$name.log"
+    local rc=${PIPESTATUS[0]}
+    echo "$name rc=$rc $((SECONDS - t0)) s" | tee -a "$out/steps.txt"
+}
+step seed 200 env PYHF_DASK_JAX_CACHE=/tmp/jc_seed \
+    "$py" benchmarks/bench_gpu.py --seed-grid "${SEED_N:-1000}" --warm 100 --sample 40 --out "$out/seed.json"
+step archive_cold 120 env PYHF_DASK_JAX_CACHE=/tmp/jc_arch \
+    "$py" benchmarks/bench_kernels.py --archive-only --repeat 2 --log-compiles
+step archive_warm 60 env PYHF_DASK_JAX_CACHE=/tmp/jc_arch \
+    "$py" benchmarks/bench_kernels.py --archive-only --log-compiles
+cli=(-c "from pyhf_dask.cli import main; main()")
+step cli_gpu 120 /usr/bin/time -f "cli wall %e s, peak RSS %M KiB" "$py" "${cli[@]}" \
+    scan data/pyhf-ins1748602-probability-models.tar.gz --region RegionA --device gpu \
+    -o "$out/regionA_gpu.nc"
+step tests_gpu 90 "$py" -m pytest -q -x -p no:cacheprovider tests/kernels/test_kinks.py
+echo "== table"
+cat "$out/steps.txt"
+grep -h "device:\|seed grid\|warm-up\|sample of\|archive:\|XLA compilations\|Region\|pyhf-dask:\|cli wall" \
+    "$out"/*.log
+tail -n 3 "$out/tests_gpu.log"
