@@ -11,7 +11,8 @@ scan never holds GPU memory.
 
 For ``dask.distributed``, :func:`local_cuda_cluster` starts dask-cuda's
 ``LocalCUDACluster`` (one worker per GPU, the ``cuda`` extra) with the same memory
-setting.
+setting. :func:`require_gpus` is the check of the executors that fit in this machine's
+processes (Dask's threaded and synchronous schedulers).
 
 Example:
     >>> envs = worker_environments(["0", "1"], environ={})
@@ -37,6 +38,7 @@ __all__ = [
     "local_cuda_cluster",
     "no_gpu_message",
     "physical_gpus",
+    "require_gpus",
     "visible_gpus",
     "worker_environments",
 ]
@@ -122,6 +124,26 @@ def no_gpu_message(environ: Mapping[str, str] | None = None) -> str:
     )
 
 
+def require_gpus(physical: GpuDiscovery | None = None) -> list[str]:
+    """The GPUs visible to this process, or the one-line error when there is none.
+
+    Args:
+        physical: GPU discovery (default :func:`physical_gpus`; tests inject one).
+
+    Raises:
+        InvalidOption: no GPU is visible (:func:`no_gpu_message`).
+
+    Example:
+        >>> require_gpus(list)  # no driver: no GPU  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        pyhf_dask.exceptions.InvalidOption: --device gpu: no GPU is visible on this machine...
+    """
+    found = visible_gpus(physical=physical)
+    if not found:
+        raise InvalidOption(no_gpu_message())
+    return found
+
+
 def worker_environments(
     gpus: Sequence[str], workers: int | None = None, environ: Mapping[str, str] | None = None
 ) -> list[dict[str, str]]:
@@ -150,22 +172,52 @@ def worker_environments(
     return [{"CUDA_VISIBLE_DEVICES": gpus[i % len(gpus)], **memory} for i in range(n)]
 
 
-def local_cuda_cluster(**kwargs: Any) -> Any:
+def local_cuda_cluster(workers: int | None = None, **kwargs: Any) -> Any:
     """dask-cuda's ``LocalCUDACluster``: one Dask worker per visible GPU (``cuda`` extra).
 
+    ``workers`` picks how many GPUs to use: the first ``workers`` visible ones (in
+    ``CUDA_VISIBLE_DEVICES`` order), one worker each; more workers than visible GPUs are
+    refused (dask-cuda runs one worker per GPU; the ``local`` executor shares GPUs).
     Workers get ``XLA_PYTHON_CLIENT_PREALLOCATE=false`` unless the user set a JAX memory
-    variable; ``kwargs`` go to ``LocalCUDACluster`` (e.g. ``CUDA_VISIBLE_DEVICES``).
+    variable; ``kwargs`` go to ``LocalCUDACluster`` (a ``CUDA_VISIBLE_DEVICES`` given
+    there wins over ``workers``).
+
+    dask-cuda replaces each worker's ``env`` with its own ``CUDA_VISIBLE_DEVICES``, so
+    the memory setting (and any ``env`` given) also goes in ``distributed.nanny.environ``
+    while the cluster starts its workers.
 
     Raises:
         MissingDependency: dask-cuda is not installed.
-        InvalidOption: no GPU is visible.
+        InvalidOption: no GPU is visible, or ``workers`` is not between 1 and the number
+            of visible GPUs.
     """
+    import dask
+
     from pyhf_dask._optional import require
 
     dask_cuda = require("dask_cuda", "cuda")
+    gpus = require_gpus()
+    if workers is not None:
+        if isinstance(workers, bool) or int(workers) < 1:
+            msg = f"at least one worker is needed, got {workers}"
+            raise InvalidOption(msg)
+        if int(workers) > len(gpus):
+            msg = (
+                f"--workers {workers}: only {len(gpus)} GPU(s) are visible "
+                f"({','.join(gpus)}); --executor distributed --device gpu runs one worker "
+                "per GPU (--executor local shares GPUs between workers)"
+            )
+            raise InvalidOption(msg)
+        gpus = gpus[: int(workers)]
+    kwargs.setdefault("CUDA_VISIBLE_DEVICES", ",".join(gpus))
     env = {k: os.environ[k] for k in MEMORY_VARIABLES if k in os.environ}
     env = env or {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
-    if not visible_gpus():
-        raise InvalidOption(no_gpu_message())
     kwargs["env"] = {**env, **kwargs.get("env", {})}
-    return dask_cuda.LocalCUDACluster(**kwargs)
+    environ = {**dask.config.get("distributed.nanny.environ", {}), **kwargs["env"]}
+    log.info(
+        "dask-cuda cluster: one worker per GPU %s, %s",
+        kwargs["CUDA_VISIBLE_DEVICES"],
+        ", ".join(f"{k}={v}" for k, v in env.items()),
+    )
+    with dask.config.set({"distributed.nanny.environ": environ}):
+        return dask_cuda.LocalCUDACluster(**kwargs)

@@ -14,6 +14,7 @@ name                      where fit tasks run                                 ex
 ``synchronous``           this thread                                         --
 ``processes``             the same as ``local`` (an alias)                    --
 ``distributed``           ``--scheduler-address`` or a loopback LocalCluster  distributed
+                          (``device="gpu"``: a loopback LocalCUDACluster)     cuda
 ``parsl``                 ``--parsl-config FILE`` or a loopback local HTEX    parsl
 ``globus``                Globus Compute endpoint ``--endpoint UUID``          globus
 ``endpoint-local``        an in-process Globus Compute endpoint engine        globus
@@ -109,9 +110,14 @@ def open_scheduler(
         retries: extra attempts of a failed, lost or timed-out fit task.
         timeout: seconds per fit task (``pyhf-dask.executor.timeout``, null: no limit).
         check_versions: compare pyhf_dask/pyhf versions with a worker at the start.
+        device: ``"gpu"``: ``local``/``processes`` start one worker per visible GPU,
+            ``distributed`` without an address one dask-cuda worker per visible GPU,
+            ``threads``/``synchronous`` fit in this process; each refuses in one line
+            (:class:`InvalidOption`) when no GPU is visible on this machine. Remote
+            workers (``distributed`` with an address, ``parsl``, ``globus``) are not
+            checked here: they, not this machine, have the GPUs.
 
     Options left ``None`` are read from the ``pyhf-dask.executor`` configuration.
-        device: ``"gpu"``: ``local`` starts one worker per visible GPU (or refuses).
 
     Example:
         >>> with open_scheduler("synchronous") as scheduler:
@@ -219,7 +225,9 @@ def _open(
     elif executor == "distributed":
         from pyhf_dask.executors.distributed import open_distributed
 
-        with open_distributed(scheduler_address, workers=workers, **options) as scheduler:
+        with open_distributed(
+            scheduler_address, workers=workers, device=device, **options
+        ) as scheduler:
             yield scheduler
     elif executor == "parsl":
         from pyhf_dask.executors.parsl import open_parsl

@@ -1,4 +1,8 @@
-"""dask.distributed: an existing cluster by address, or a loopback-only ``LocalCluster``.
+"""dask.distributed: an existing cluster by address, or a loopback-only local cluster.
+
+Without an address, :func:`open_distributed` starts a ``LocalCluster`` (one worker per
+core) or, with ``device="gpu"``, dask-cuda's ``LocalCUDACluster`` (one worker per visible
+GPU, the ``cuda`` extra; :func:`local_gpu_cluster`). Both listen on 127.0.0.1 only.
 
 Fit tasks go through :class:`~pyhf_dask.executors.adapter.ExecutorScheduler` over
 :class:`AvoidingExecutor` (``Client.submit(pure=False)``), so a failing or lost task is
@@ -25,9 +29,18 @@ from pyhf_dask import config
 from pyhf_dask._optional import require
 from pyhf_dask.executors.adapter import ExecutorScheduler
 
-__all__ = ["AvoidingExecutor", "local_cluster", "open_distributed"]
+__all__ = ["AvoidingExecutor", "local_cluster", "local_gpu_cluster", "open_distributed"]
 
 log = logging.getLogger(__name__)
+
+#: Options of a local cluster that keep it on loopback, with single-threaded workers.
+LOOPBACK: dict[str, Any] = {
+    "threads_per_worker": 1,
+    "host": "127.0.0.1",
+    "dashboard_address": "127.0.0.1:0",
+    "worker_dashboard_address": "127.0.0.1:0",
+    "scheduler_port": 0,
+}
 
 
 def local_cluster(workers: int | None = None, **kwargs: Any) -> Any:
@@ -39,15 +52,27 @@ def local_cluster(workers: int | None = None, **kwargs: Any) -> Any:
     distributed = require("distributed", "distributed")
     options: dict[str, Any] = {
         "n_workers": workers or os.cpu_count() or 1,
-        "threads_per_worker": 1,
         "processes": True,
-        "host": "127.0.0.1",
-        "dashboard_address": "127.0.0.1:0",
-        "worker_dashboard_address": "127.0.0.1:0",
-        "scheduler_port": 0,
+        **LOOPBACK,
     }
     options.update(kwargs)
     return distributed.LocalCluster(**options)
+
+
+def local_gpu_cluster(workers: int | None = None, **kwargs: Any) -> Any:
+    """dask-cuda's ``LocalCUDACluster`` that listens on 127.0.0.1 only.
+
+    One single-threaded worker process per visible GPU, each pinned to its GPU, with
+    JAX's preallocation off (:func:`pyhf_dask.gpu.local_cuda_cluster`). ``workers``: use
+    the first ``workers`` visible GPUs; more than the visible GPUs are refused.
+
+    Raises:
+        MissingDependency: dask-cuda is not installed (the ``cuda`` extra).
+        InvalidOption: no GPU is visible, or more workers than visible GPUs.
+    """
+    from pyhf_dask.gpu import local_cuda_cluster
+
+    return local_cuda_cluster(workers, **{**LOOPBACK, **kwargs})
 
 
 def _quiet_pyhf() -> None:
@@ -148,16 +173,26 @@ def open_distributed(
     retries: int | None = None,
     timeout: float | None = None,
     check_versions: bool | None = None,
+    device: str | None = None,
 ) -> Iterator[ExecutorScheduler]:
     """Yield an :class:`ExecutorScheduler` over a dask.distributed cluster.
 
     Args:
         scheduler_address: ``tcp://host:port`` of a running scheduler (e.g. one started by
-            dask-jobqueue); ``None`` starts a loopback-only ``LocalCluster``.
-        workers: worker processes of the local cluster.
+            dask-jobqueue); ``None`` starts a loopback-only local cluster.
+        workers: worker processes of the local cluster (with ``device="gpu"``: GPUs).
         retries: extra attempts of a failed fit task.
         timeout: seconds per fit task.
         check_versions: compare pyhf_dask/pyhf versions with a worker first.
+        device: ``"gpu"`` without an address: dask-cuda's ``LocalCUDACluster``, one
+            worker per visible GPU (:func:`local_gpu_cluster`). With an address nothing
+            is checked here: the cluster's workers have the GPUs, not this machine.
+
+    Raises:
+        MissingDependency: ``distributed`` (or, for ``device="gpu"``, dask-cuda) is not
+            installed.
+        InvalidOption: ``device="gpu"`` without an address, and no GPU is visible here or
+            fewer than ``workers``.
     """
     distributed = require("distributed", "distributed")
     cluster = None
@@ -167,7 +202,8 @@ def open_distributed(
         if scheduler_address:
             client = distributed.Client(scheduler_address, set_as_default=False)
         else:
-            cluster = local_cluster(workers)
+            start = local_gpu_cluster if device == "gpu" else local_cluster
+            cluster = start(workers)
             client = distributed.Client(cluster, set_as_default=False)
         log.info("dask.distributed scheduler at %s", client.scheduler.address)
         with contextlib.suppress(Exception):
