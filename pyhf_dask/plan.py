@@ -39,6 +39,7 @@ __all__ = [
     "TEST_STATS",
     "ScanPlan",
     "active_workers",
+    "fits_run_here",
     "make_options",
     "measurement_poi",
     "resolve_plan",
@@ -155,6 +156,14 @@ def resolve_plan(
     setting sizes chunks for ``workers`` (default: the workers of ``scheduler`` or of the
     active cluster, see :func:`active_workers`).
 
+    ``device="gpu"`` with a scheduler that fits in this machine's processes
+    (:func:`fits_run_here`: Dask's threaded, synchronous or processes scheduler, given or
+    active by default) and no GPU visible here is refused at once, before any fit.
+
+    Raises:
+        InvalidOption: an option that cannot be used, or ``device="gpu"`` when the fits
+            would run here and this machine has no visible GPU (one line).
+
     Example:
         >>> from pyhf_dask.grid import SignalGrid, scaled_signal, simple_workspace
         >>> ws = simple_workspace([12.0, 11.0], [50.0, 52.0], [3.0, 7.0], [51.0, 48.0])
@@ -178,6 +187,10 @@ def resolve_plan(
         device=device,
         scipy_tolerance=scipy_tolerance,
     )
+    if device == "gpu" and fits_run_here(scheduler):
+        from pyhf_dask.gpu import require_gpus
+
+        require_gpus()
     kernel_name = resolve_kernel(kernel)
     validate_grid(grid, poi_name=poi_name)
     level = float(config.resolve(cl, "cl"))
@@ -304,6 +317,40 @@ def active_workers(scheduler: Any = None) -> int:
     if found:
         return found
     return int(config.get("workers") or os.cpu_count() or 1)
+
+
+def fits_run_here(scheduler: Any = None) -> bool:
+    """Whether Dask would run the fit tasks in this machine's processes.
+
+    ``scheduler`` is resolved as ``dask.compute`` resolves it (the argument, else the
+    ``scheduler`` setting of :mod:`dask.config`, else the active ``distributed`` client,
+    else the threaded default of dask arrays). ``True`` for Dask's local schedulers
+    (threaded, synchronous, processes); ``False`` for a ``distributed`` client, a wrapped
+    executor (:func:`pyhf_dask.executors.wrap`, whose executor decides where fits run; the
+    ``local`` executor checks its own GPUs) and anything else.
+
+    Example:
+        >>> fits_run_here("threads"), fits_run_here("synchronous")
+        (True, True)
+        >>> from concurrent.futures import ThreadPoolExecutor
+        >>> from pyhf_dask.executors import wrap
+        >>> with ThreadPoolExecutor(1) as pool:
+        ...     fits_run_here(wrap(pool))
+        False
+    """
+    import functools
+
+    from dask.base import get_scheduler, named_schedulers
+
+    try:
+        get = get_scheduler(scheduler=scheduler)
+    except (ValueError, RuntimeError, TypeError):  # compute will say what is wrong
+        return False
+    if get is None:  # no setting, no client: dask arrays compute with threads
+        return True
+    while isinstance(get, functools.partial):
+        get = get.func
+    return any(get is local for local in named_schedulers.values())
 
 
 def _scheduler_workers(scheduler: Any) -> int | None:

@@ -75,16 +75,29 @@ def scan(
         measurement: measurement name (default: the workspace's first).
         cl: confidence level for upper limits (default 0.95).
         device: device for the JAX kernel (``"cpu"``, ``"gpu"``; default: JAX's own).
+            ``"gpu"`` is checked here, once, when the fits will run on this machine:
+            ``scheduler`` (or, without it, Dask's active scheduler) is one of Dask's
+            local schedulers (threaded, the default; synchronous; processes) and no
+            ``distributed`` client is active. Then, with no GPU visible here, the scan
+            stops with one line (:class:`~pyhf_dask.exceptions.InvalidOption`) instead
+            of failing every point. Fits that run elsewhere (a ``distributed`` client,
+            a wrapped executor) are not checked on this machine: create the client, or
+            pass ``scheduler=``, before calling ``scan``.
         scipy_tolerance: tolerance of the reference kernel's SciPy fits (default: pyhf's).
             On flat likelihoods pyhf's default stops early and CLs can be off by 1e-2
             (see BENCHMARKS.md); 1e-10 is a good choice for a reference scan.
         workers: the workers to size the chunks for (default: those of ``scheduler``,
             see :func:`active_workers`).
         scheduler: what the Dataset will be computed with (an executor, a
-            ``distributed.Client``, a wrapped one), only to size the chunks by its workers.
+            ``distributed.Client``, a wrapped one, a Dask scheduler name), to size the
+            chunks by its workers and to know where ``device="gpu"`` must find a GPU.
 
     Returns:
         A dask-backed :class:`xarray.Dataset` (see :mod:`pyhf_dask.results`).
+
+    Raises:
+        InvalidOption: an option that cannot be used; ``device="gpu"`` with local fits
+            and no GPU visible on this machine.
 
     Example:
         >>> from pyhf_dask.grid import SignalGrid, simple_workspace, scaled_signal

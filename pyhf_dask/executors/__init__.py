@@ -207,6 +207,10 @@ def _open(
         "timeout": timeout,
         "check_versions": check_versions,
     }
+    if executor in ("synchronous", "threads") and device == "gpu":
+        from pyhf_dask.gpu import require_gpus
+
+        require_gpus()  # the fits run in this process: refuse before any fit
     if executor == "synchronous":
         yield "synchronous"
     elif executor == "threads":
