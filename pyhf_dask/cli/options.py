@@ -187,8 +187,9 @@ FIT = OptionGroup(
     _option(
         "--device",
         type=click.Choice(["cpu", "gpu"]),
-        help="Device of the JAX kernel; gpu: one local worker per visible GPU "
-        "[default: JAX's choice].",
+        help="Device of the JAX kernel; gpu: one worker per visible GPU (local; "
+        "distributed without --scheduler-address: dask-cuda, the cuda extra), refused "
+        "when the fits run on this machine and it has no GPU [default: JAX's choice].",
     ),
     _option(
         "--cl",
