@@ -44,6 +44,7 @@ def check_against_pyhf(
     ws = pyhf.Workspace(spec, validate=False)
     with _NumpyBackend():
         model = ws.model(
+            validate=False,  # the workspace was validated when it was read
             measurement_name=options.get("measurement"),
             modifier_settings={
                 "normsys": {"interpcode": options["normsys_interpcode"]},
