@@ -83,30 +83,16 @@ def patchset_points(
     Coordinates come from the patchset's ``labels`` (renamed by ``labels``) and each
     patch's ``values``.
     """
-    import pyhf
+    from pyhf_dask.patchsets import read_patchset, verify_digests
 
-    try:
-        patchset = pyhf.PatchSet(ps_spec)
-    except pyhf.exceptions.InvalidSpecification as exc:
-        detail = getattr(exc, "path", "")
-        reason = str(getattr(exc, "message", None) or exc).splitlines()[0]
-        at = f" at {detail}" if detail else ""
-        msg = f"{ps_where}: not a valid pyhf patchset{at}: {reason}"
-        raise InvalidPatch(msg) from exc
-    except pyhf.exceptions.InvalidPatchSet as exc:
-        msg = f"{ps_where}: not a valid pyhf patchset: {exc}"
-        raise InvalidPatch(msg) from exc
-    try:
-        patchset.verify(spec)
-    except pyhf.exceptions.PatchSetVerificationError as exc:
-        msg = f"{ps_where}: patchset digest does not match the workspace {ws_where}"
-        raise InvalidPatch(msg) from exc
-    meta_labels = tuple(patchset.labels)
+    patches = read_patchset(ps_spec, ps_where)  # pyhf.PatchSet's checks, fast
+    verify_digests(ps_spec, spec, ws_where, ps_where)
+    meta_labels = tuple(ps_spec["metadata"]["labels"])
     return Points(
-        names=tuple(p.name for p in patchset.patches),
+        names=tuple(p.name for p in patches),
         labels=check_labels(labels, len(meta_labels), ps_where) if labels else meta_labels,
-        values=np.array([p.values for p in patchset.patches], dtype=np.float64),
-        patches=tuple(list(p.patch) for p in patchset.patches),
+        values=np.array([p.values for p in patches], dtype=np.float64),
+        patches=tuple(list(p.patch) for p in patches),
         source=ps_where,
         metadata={"analysis_id": str(ps_spec["metadata"].get("analysis_id") or "")},
     )
