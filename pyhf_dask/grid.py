@@ -2,8 +2,8 @@
 
 A :class:`SignalGrid` is built from a pyhf ``PatchSet``, from HEPData jsonpatch files, from a
 folder or ``.tar.gz`` archive holding either (the points are read by :mod:`pyhf_dask.points`),
-or from a Python function over a regular grid, whose patches are made where a chunk is
-fitted (:class:`FunctionPatches`).
+or from a Python function over a regular grid, whose patches (or signal yields) are made
+where a chunk is fitted (:class:`FunctionPatches`).
 
 Example:
     >>> ws = simple_workspace(signal=[12.0, 11.0], bkg=[50.0, 52.0],
@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from pyhf_dask.archives import FileTree, find_region
-from pyhf_dask.exceptions import InvalidGrid, InvalidPatch
+from pyhf_dask.exceptions import InvalidGrid, InvalidOption, InvalidPatch
 from pyhf_dask.inputs import check_workspace, load_json
 from pyhf_dask.points import (
     Points,
@@ -40,14 +40,27 @@ from pyhf_dask.points import (
     patchset_points,
     where,
 )
-from pyhf_dask.simplemodels import Patch, scaled_signal, signal_patch, simple_workspace
+from pyhf_dask.simplemodels import (
+    Patch,
+    SignalArrays,
+    SignalTarget,
+    point_name,
+    refuse_yields,
+    scaled_signal,
+    scaled_yields,
+    signal_patch,
+    signal_target,
+    simple_workspace,
+)
 
 __all__ = [
     "FunctionPatches",
+    "SignalArrays",
     "SignalGrid",
     "materialize",
     "parse_coordinates",
     "scaled_signal",
+    "scaled_yields",
     "signal_patch",
     "simple_workspace",
 ]
@@ -57,25 +70,30 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class FunctionPatches:
-    """Picklable recipe for the patches of a chunk of a function-defined grid."""
+    """Picklable recipe for the patches of a chunk of a function-defined grid (with a
+    ``target``, for its yields: :class:`~pyhf_dask.simplemodels.SignalArrays`)."""
 
-    signal: Callable[..., Patch]
+    signal: Callable[..., Any]
     labels: tuple[str, ...]
     values: np.ndarray
+    target: SignalTarget | None = None
 
-    def materialize(self) -> list[Patch]:
-        """Call the signal function at every point of the chunk."""
+    def materialize(self) -> list[Patch] | SignalArrays:
+        """Call the signal function at every point of the chunk (or once, vectorized)."""
+        if self.target is not None:
+            return self.target.call(self.signal, self.labels, self.values)
         return [
             self.signal(**dict(zip(self.labels, map(float, row), strict=True)))
             for row in self.values
         ]
 
 
-def materialize(source: Sequence[Patch] | FunctionPatches) -> list[Patch]:
-    """Return the list of patches of a chunk, calling the signal function if needed."""
+def materialize(source: Sequence[Patch] | FunctionPatches) -> Sequence[Patch]:
+    """The patches of a chunk, calling the signal function if needed (for a function that
+    returns yields, a :class:`~pyhf_dask.simplemodels.SignalArrays`: patches on demand)."""
     if isinstance(source, FunctionPatches):
         return source.materialize()
-    return list(source)
+    return source if isinstance(source, SignalArrays) else list(source)
 
 
 def _digest(obj: Any) -> str:
@@ -95,8 +113,10 @@ class SignalGrid:
         patches: one jsonpatch (a list of operations) per point, or ``None`` for a
             function-defined grid.
         signal: for a function-defined grid, the function that returns a point's patch
-            from its coordinates passed as keyword arguments.
+            (or yields) from its coordinates passed as keyword arguments.
         source: where the grid came from, for provenance.
+        target: for a function that returns yields, the sample (and channels) they
+            replace (:func:`~pyhf_dask.simplemodels.signal_target`).
     """
 
     workspace: dict[str, Any]
@@ -104,9 +124,10 @@ class SignalGrid:
     labels: tuple[str, ...]
     values: np.ndarray
     patches: tuple[Patch, ...] | None = None
-    signal: Callable[..., Patch] | None = None
+    signal: Callable[..., Any] | None = None
     source: str = ""
     metadata: Mapping[str, str] = field(default_factory=dict)
+    target: SignalTarget | None = None
 
     def __post_init__(self) -> None:
         values = np.asarray(self.values, dtype=np.float64).reshape(len(self.names), -1)
@@ -252,37 +273,65 @@ class SignalGrid:
     def from_function(
         cls,
         workspace: dict[str, Any],
-        signal: Callable[..., Patch],
+        signal: Callable[..., Any],
         /,
+        *,
+        sample: str | None = None,
+        channel: str | Sequence[str] | None = None,
+        vectorized: bool = False,
         **axes: Sequence[float],
     ) -> SignalGrid:
         """Regular grid whose signal is made by a function of the grid coordinates.
 
         Args:
             workspace: the background-only workspace spec.
-            signal: ``signal(**coords) -> patch``; it must be importable (a module-level
-                function) to run in worker processes.
+            signal: ``signal(**coords) -> patch``, or with ``sample`` the yields of that
+                sample (``(n_bins,)``, or a dict channel -> yields); it must be importable
+                (a module-level function) to run in worker processes.
+            sample: the sample whose data the function's yields replace.
+            channel: the channel(s) of ``sample`` (default: every channel that has it).
+            vectorized: call ``signal`` once per chunk with coordinate arrays
+                ``(n_points,)``; it returns ``(n_points, n_bins)`` (or a dict of them).
             **axes: one sequence of values per coordinate; the grid is their product.
+
+        Raises:
+            InvalidOption: ``sample``/``channel`` not in the workspace, or given wrongly.
+            InvalidPatch: the function's first return value (every one, vectorized) is
+                not a patch, or not yields of the right shape, finite and non-negative.
 
         Example:
             >>> ws = simple_workspace([5.0], [50.0], [5.0], [50.0])
             >>> SignalGrid.from_function(ws, scaled_signal, scale=[1, 2]).names
             ('scale_1', 'scale_2')
+            >>> ws = simple_workspace([12.0, 11.0], [50.0, 52.0], [3.0, 7.0], [51.0, 48.0])
+            >>> grid = SignalGrid.from_function(ws, scaled_yields, sample="signal",
+            ...                                 vectorized=True, scale=[1, 2])
+            >>> materialize(grid.chunk(0, 2))[1]
+            [{'op': 'replace', 'path': '/channels/0/samples/0/data', 'value': [24.0, 22.0]}]
         """
         if not axes:
             msg = "from_function needs at least one axis, e.g. mass=[100, 200]"
             raise InvalidGrid(msg)
         spec = check_workspace(workspace, "workspace")
         labels = tuple(axes)
-        rows = list(itertools.product(*(np.asarray(v, dtype=np.float64) for v in axes.values())))
-        values = np.array(rows, dtype=np.float64).reshape(len(rows), len(labels))
-        names = tuple(
-            "_".join(f"{lab}_{v:g}" for lab, v in zip(labels, row, strict=True)) for row in values
-        )
+        ticks = [np.asarray(v, dtype=np.float64).ravel() for v in axes.values()]
+        values = np.stack(np.meshgrid(*ticks, indexing="ij"), axis=-1).reshape(-1, len(labels))
+        words = [[point_name((k,), (v,)) for v in t] for k, t in zip(labels, ticks, strict=True)]
+        names = tuple(map("_".join, itertools.product(*words)))  # point_name(labels, row)
         source = f"{getattr(signal, '__module__', '?')}.{getattr(signal, '__qualname__', signal)}"
-        grid = cls(spec, names, labels, values, signal=signal, source=source)
-        if len(grid):
-            check_patch(materialize(grid.chunk(0, 1))[0], f"{source} at {names[0]}")
+        target = None
+        if sample is not None:
+            target = signal_target(spec, sample, channel, vectorized=vectorized, where=source)
+        elif channel is not None or vectorized:
+            msg = f"{source}: channel= and vectorized= need sample=, the sample of the yields"
+            raise InvalidOption(msg)
+        grid = cls(spec, names, labels, values, signal=signal, source=source, target=target)
+        if target is not None:
+            target.check(signal, labels, values)
+        else:
+            first = materialize(grid.chunk(0, 1))[0]
+            refuse_yields(first, f"{source} at {names[0]}")
+            check_patch(first, f"{source} at {names[0]}")
         return grid
 
     # ----------------------------------------------------------------- queries
@@ -329,7 +378,7 @@ class SignalGrid:
         if self.patches is not None:
             return list(self.patches[start:stop])
         assert self.signal is not None
-        return FunctionPatches(self.signal, self.labels, self.values[start:stop])
+        return FunctionPatches(self.signal, self.labels, self.values[start:stop], self.target)
 
     def workspace_digest(self) -> str:
         """sha256 of the background-only workspace, as pyhf's ``PatchSet`` digests it."""
@@ -348,4 +397,6 @@ class SignalGrid:
             payload["patches"] = list(self.patches)
         else:
             payload["signal"] = self.source
+        if self.target is not None:
+            payload["target"] = self.target.describe()
         return _digest(payload)

@@ -55,7 +55,7 @@ KERNELS = {
     "jax": "pyhf_dask.kernels.jax_kernel:hypotest_chunk",
 }
 
-Kernel = Callable[[dict[str, Any], list[Patch], dict[str, Any]], dict[str, np.ndarray]]
+Kernel = Callable[[dict[str, Any], Sequence[Patch], dict[str, Any]], dict[str, np.ndarray]]
 
 
 class FitOptions(NamedTuple):
