@@ -37,6 +37,7 @@ from pyhf_dask.kernels.jax_model import (
     build_dense,
     structure_key,
 )
+from pyhf_dask.simplemodels import SignalArrays
 
 __all__ = ["Group", "Stack", "build_chunk", "patch_shape", "stack_groups"]
 
@@ -355,13 +356,18 @@ def build_chunk(
 
     Args:
         workspace: background-only workspace spec.
-        patches: one jsonpatch per point.
+        patches: one jsonpatch per point, or the points' signal yields
+            (:func:`~pyhf_dask.kernels.jax_arrays.build_arrays`).
         options: fit options (interpolation codes, measurement).
 
     Returns:
         The groups, and the points no dense model could be built for (index -> reason,
         the message of the per-point builder).
     """
+    if isinstance(patches, SignalArrays):
+        from pyhf_dask.kernels.jax_arrays import build_arrays
+
+        return build_arrays(workspace, patches, options)
     by_shape: dict[Any, list[int]] = {}
     single: list[int] = []
     for i, patch in enumerate(patches):
