@@ -6,12 +6,15 @@ Examples:
     python benchmarks/bench_kernels.py --seed-grid 100     # 100 x 100 seed-model grid
     python benchmarks/bench_kernels.py --seed-grid 316 --host   # 1e5 points, host share
     python benchmarks/bench_kernels.py --build-only --seed-grid 316   # model building only
+    python benchmarks/bench_kernels.py --build-only --seed-grid 316 --arrays   # from yields
     python benchmarks/bench_kernels.py --build-only                   # same, sbottom archive
     PYHF_DASK_JAX_CACHE=/tmp/new python benchmarks/bench_kernels.py --archive-only --log-compiles
 
 ``--host`` times the host's model building inside the kernel (``build_chunk`` and
 ``stack_groups`` of :mod:`pyhf_dask.kernels.jax_vector`) against the kernel's wall time.
 ``--seed-grid`` also prints the peak resident memory of the process (``VmHWM``).
+``--arrays`` defines the seed grid by a vectorized signal function that returns yields
+(``from_function(..., sample="signal", vectorized=True)``) instead of one patch per point.
 
 ``--log-compiles`` turns on ``jax_log_compiles`` and prints how many XLA compilations ran
 and how long they took (functions taking over 0.2 s listed by name). "Cold" figures need
@@ -33,7 +36,7 @@ import numpy as np
 from common import SBOTTOM
 
 import pyhf_dask
-from pyhf_dask.grid import signal_patch, simple_workspace
+from pyhf_dask.grid import materialize, signal_patch, simple_workspace
 from pyhf_dask.kernels import FitOptions, reference
 from pyhf_dask.kernels.jax_kernel import hypotest_chunk
 
@@ -81,6 +84,21 @@ def _log_compiles() -> CompileLog:
 def seed_signal(s1: float, s2: float) -> list[dict]:
     """Signal function of the seed grid (module-level, so workers can import it)."""
     return signal_patch([s1, s2])
+
+
+def seed_yields(s1: np.ndarray, s2: np.ndarray) -> np.ndarray:
+    """Vectorized signal function of the seed grid: the yields ``(n_points, 2)``."""
+    return np.stack([s1, s2], axis=1)
+
+
+def _seed_function_grid(n: int, *, arrays: bool) -> pyhf_dask.SignalGrid:
+    ws = simple_workspace([12.0, 11.0], [50.0, 52.0], [3.0, 7.0], observed=[51, 48])
+    axes = {"s1": np.linspace(1, 30, n), "s2": np.linspace(1, 30, n)}
+    if arrays:
+        return pyhf_dask.SignalGrid.from_function(
+            ws, seed_yields, sample="signal", vectorized=True, **axes
+        )
+    return pyhf_dask.SignalGrid.from_function(ws, seed_signal, **axes)
 
 
 def _max_diff(a: dict, b: dict) -> float:
@@ -173,15 +191,15 @@ def peak_rss_mib() -> float:
     return float("nan")
 
 
-def seed_grid(n: int, *, host: bool = False) -> None:
-    """The 2-bin seed model over an ``n x n`` grid of signal yields."""
-    ws = simple_workspace([12.0, 11.0], [50.0, 52.0], [3.0, 7.0], observed=[51, 48])
-    grid = pyhf_dask.SignalGrid.from_function(
-        ws, seed_signal, s1=np.linspace(1, 30, n), s2=np.linspace(1, 30, n)
-    )
+def seed_grid(n: int, *, host: bool = False, arrays: bool = False) -> None:
+    """The 2-bin seed model over an ``n x n`` grid of signal yields (``arrays``: given as
+    yields by a vectorized function, not as patches)."""
+    start = time.perf_counter()
+    grid = _seed_function_grid(n, arrays=arrays)
+    t_grid = time.perf_counter() - start
     timer = HostTimer() if host else None
     start = time.perf_counter()
-    patches = grid.chunk(0, len(grid)).materialize()
+    patches = materialize(grid.chunk(0, len(grid)))
     t_patches = time.perf_counter() - start
     out = hypotest_chunk(grid.workspace, patches, FitOptions().to_dict())
     wall = time.perf_counter() - start
@@ -197,7 +215,8 @@ def seed_grid(n: int, *, host: bool = False) -> None:
             f"({build / len(grid) * 1e6:.2f} us per point; "
             + ", ".join(f"{k} {v:.2f} s" for k, v in timer.seconds.items())
             + f"); signal function calls {t_patches:.2f} s "
-            f"({t_patches / len(grid) * 1e6:.2f} us per point)"
+            f"({t_patches / len(grid) * 1e6:.2f} us per point); grid built in {t_grid:.2f} s "
+            f"({t_grid / len(grid) * 1e6:.2f} us per point)"
         )
     print(f"  peak resident memory {peak_rss_mib():.0f} MiB")
 
@@ -219,11 +238,24 @@ def _per_point_build(workspace: dict, patches: list, options: dict) -> None:
     {k: np.stack([p[k] for p in padded]) for k in MODEL_FIELDS}
 
 
-def build_only(n: int) -> None:
-    """Host model building per point: vectorised against the per-point builder."""
+def build_only(n: int, *, arrays: bool = False) -> None:
+    """Host model building per point: vectorised against the per-point builder.
+
+    With ``arrays`` (seed grid only), the chunk is the function grid's recipe: making its
+    yields (the signal function's call) is timed with the building; the grid's own
+    construction (names, coordinates, the check of every point's yields) is printed apart.
+    """
     from pyhf_dask.kernels.jax_vector import build_chunk, stack_groups
 
-    if n:
+    chunks: list[tuple[dict, Any]]
+    if n and arrays:
+        start = time.perf_counter()
+        grid = _seed_function_grid(n, arrays=True)
+        t_grid = time.perf_counter() - start
+        print(f"grid built in {t_grid:.2f} s ({t_grid / len(grid) * 1e6:.2f} us per point)")
+        chunks = [(grid.workspace, grid.chunk(0, len(grid)))]
+        what, options = f"seed grid {n}x{n} from yields", FitOptions().to_dict()
+    elif n:
         ws = simple_workspace([12.0, 11.0], [50.0, 52.0], [3.0, 7.0], observed=[51, 48])
         axis = np.linspace(1, 30, n)
         chunks = [(ws, [signal_patch([a, b]) for a in axis for b in axis])]
@@ -235,7 +267,7 @@ def build_only(n: int) -> None:
         ]
         chunks = [(g.workspace, list(g.patches)) for g in grids]
         what, options = "sbottom archive", SBOTTOM
-    points = sum(len(p) for _, p in chunks)
+    points = sum(len(materialize(p)) for _, p in chunks)
     times = {}
     for name, func in (
         ("vectorised", lambda w, p: stack_groups(build_chunk(w, p, options)[0])),
@@ -243,7 +275,7 @@ def build_only(n: int) -> None:
     ):
         start = time.perf_counter()
         for ws_, patches in chunks:
-            func(ws_, patches)
+            func(ws_, materialize(patches))
         times[name] = time.perf_counter() - start
     print(
         f"{what}, {points} points, host model building per point: "
@@ -262,13 +294,14 @@ def main() -> None:
     parser.add_argument("--seed-grid", type=int, default=0)
     parser.add_argument("--host", action="store_true", help="time host model building")
     parser.add_argument("--build-only", action="store_true", help="model building only")
+    parser.add_argument("--arrays", action="store_true", help="seed grid given as yields")
     parser.add_argument("--log-compiles", action="store_true")
     args = parser.parse_args()
     compiles = _log_compiles() if args.log_compiles else None
     if args.build_only:
-        build_only(args.seed_grid)
+        build_only(args.seed_grid, arrays=args.arrays)
     elif args.seed_grid:
-        seed_grid(args.seed_grid, host=args.host)
+        seed_grid(args.seed_grid, host=args.host, arrays=args.arrays)
     elif args.archive_only:
         archive(args.codes, args.repeat)
     else:
