@@ -67,9 +67,25 @@ def _configure_jax() -> None:
         try:
             path.mkdir(parents=True, exist_ok=True)
             jax.config.update("jax_compilation_cache_dir", str(path))
-            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+            # every executable is kept: a worker's first chunk loads them all in ~0.1 s
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         except OSError as exc:  # a read-only home must not stop the scan
             log.warning("no persistent JAX compilation cache at %s: %s", path, exc)
+
+
+def warm_up() -> None:
+    """Import and configure everything a fit needs (a worker's start, before its first task).
+
+    JAX with float64 and the persistent compilation cache, its default backend, pyhf (the
+    structure check) and the kernel's modules.
+    """
+    import jax
+    import pyhf  # noqa: F401
+
+    from pyhf_dask.kernels import jax_fit, jax_starts, jax_vector  # noqa: F401
+
+    _configure_jax()
+    jax.devices()
 
 
 def _device(name: str | None) -> Any:
@@ -139,6 +155,7 @@ def _run_group(stack: Stack, options: dict[str, Any], device: Any) -> dict[str, 
     """Every fit of the hypothesis tests of a list of points (any structures)."""
     import jax
 
+    from pyhf_dask.kernels.jax_export import call
     from pyhf_dask.kernels.jax_fit import FitSettings, asimov_batch, fit_batch, sides_batch
     from pyhf_dask.kernels.jax_starts import consistency_gap, fit_family
 
@@ -153,17 +170,17 @@ def _run_group(stack: Stack, options: dict[str, Any], device: Any) -> dict[str, 
 
     def fit(model: dict[str, Any], *args: Any) -> dict[str, Any]:
         with _JAX_LOCK:
-            out = fit_batch(*jax.device_put((model, *args), device), settings)
+            out = call(fit_batch, settings, *jax.device_put((model, *args), device))
             return dict(jax.device_get(out))
 
     def asimov(model: dict[str, Any], theta: Any) -> dict[str, Any]:
         with _JAX_LOCK:
-            out = asimov_batch(*jax.device_put((model, theta), device), settings)
+            out = call(asimov_batch, settings, *jax.device_put((model, theta), device))
             return dict(jax.device_get(out))
 
     def sides(model: dict[str, Any], *args: Any) -> dict[str, Any]:
         with _JAX_LOCK:
-            out = sides_batch(*jax.device_put((model, *args), device), settings)
+            out = call(sides_batch, settings, *jax.device_put((model, *args), device))
             return dict(jax.device_get(out))
 
     mus = np.asarray(options["poi_values"], dtype=np.float64)

@@ -77,6 +77,9 @@ class FitSettings:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, FitSettings) and self._key() == other._key()
 
+    def __repr__(self) -> str:
+        return f"FitSettings({self.normcode!r}, {self.histcode!r}, gtol={self.gtol!r})"
+
 
 def _histosys(alpha: Any, up: Any, dn: Any, code: str, pos: Any) -> tuple[Any, Any, Any]:
     """Additive histosys delta and its first two derivatives (``pos``: upper branch)."""
