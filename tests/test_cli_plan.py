@@ -79,7 +79,7 @@ def _capture_run(monkeypatch):
         return seen["plan"]
 
     monkeypatch.setattr(cli_scan, "plan_from_options", plan_from_options)
-    monkeypatch.setattr(local, "open_pool", lambda workers, device=None: ThreadPoolExecutor(2))
+    monkeypatch.setattr(local, "open_pool", lambda workers, **_: ThreadPoolExecutor(2))
     return seen
 
 

@@ -82,9 +82,16 @@ def scan(inputs: tuple[Path, ...], **params: Any) -> None:
     start = time.perf_counter()
     fitted: list[int] = []
     with dask.config.set(INPUT.scoped_settings(params)), _stop_signals():
-        grid = _load_grid(inputs, **INPUT.pick(params))
         try:
-            ds = _run(grid, params, output=output if to_store else None, on_write=fitted.append)
+            with _scheduler(params) as scheduler:
+                grid = _load_grid(inputs, **INPUT.pick(params))
+                ds = _run(
+                    grid,
+                    params,
+                    scheduler=scheduler,
+                    output=output if to_store else None,
+                    on_write=fitted.append,
+                )
         except KeyboardInterrupt as exc:
             signum = exc.signum if isinstance(exc, _Stopped) else signal.SIGINT
             click.echo(interrupted(output, to_store, signum), err=True)
@@ -130,26 +137,69 @@ def plan_from_options(
     )
 
 
+#: Executors whose workers are processes of this machine: started before the inputs are
+#: read, so that their start and imports overlap the reading.
+_LOCAL_POOLS = ("local", "processes")
+
+
+@contextlib.contextmanager
+def _scheduler(params: dict[str, Any]) -> Iterator[Any]:
+    """The executor of the options: a local pool now (warming up), others when needed.
+
+    Yields the opened scheduler, or a function that opens a remote executor on first call
+    (a bad input is refused before an endpoint or cluster is started for it).
+    """
+    from pyhf_dask.executors import open_scheduler
+    from pyhf_dask.kernels import resolve_kernel
+
+    executor = EXECUTOR.pick(params)
+    executor["workers"] = config.resolve(executor["workers"], "workers")
+    name = str(config.resolve(executor["executor"], "executor.default"))
+    with contextlib.ExitStack() as stack:
+        if name in _LOCAL_POOLS:
+            kernel = resolve_kernel(config.resolve(params["kernel"], "kernel"))
+            preload = _WARM_UP.get(kernel, ())
+            yield stack.enter_context(
+                open_scheduler(**executor, device=params["device"], preload=preload)
+            )
+        else:
+            yield _Deferred(
+                lambda: stack.enter_context(open_scheduler(**executor, device=params["device"]))
+            )
+
+
+class _Deferred:
+    """An executor opened on first use (inside the :func:`_scheduler` context)."""
+
+    def __init__(self, opener: Any) -> None:
+        self.open = opener
+
+
+#: What a local worker imports (and runs) when it starts, per kernel.
+_WARM_UP = {
+    "jax": ("pyhf_dask.kernels.jax_kernel:warm_up",),
+    "pyhf": ("pyhf_dask.kernels.reference",),
+}
+
+
 def _run(
     grid: SignalGrid,
     params: dict[str, Any],
     *,
+    scheduler: Any,
     output: Path | None,
     on_write: Any,
 ) -> xr.Dataset:
-    """Open the executor, resolve the plan, fit it (into the store ``output``, if given)."""
-    from pyhf_dask.executors import open_scheduler
+    """Resolve the plan, fit it (into the store ``output``, if given) with ``scheduler``
+    (a function that opens it, for remote executors)."""
     from pyhf_dask.scan import scan_plan
     from pyhf_dask.store import store_plan
 
-    executor = EXECUTOR.pick(params)
-    executor["workers"] = config.resolve(executor["workers"], "workers")
+    if isinstance(scheduler, _Deferred):
+        scheduler = scheduler.open()
     progress = params["progress"]
     show_progress = sys.stderr.isatty() if progress is None else progress
-    with (
-        open_scheduler(**executor, device=params["device"]) as scheduler,
-        _progress(show_progress),
-    ):
+    with _progress(show_progress):
         plan = plan_from_options(grid, params, scheduler=scheduler, output=output)
         log.info(
             "scanning %d points with kernel %s in %d task(s) of up to %d points",

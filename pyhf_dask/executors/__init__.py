@@ -94,6 +94,7 @@ def open_scheduler(
     timeout: float | None = None,
     check_versions: bool | None = None,
     device: str | None = None,
+    preload: tuple[str, ...] = (),
     **_: Any,
 ) -> Iterator[Any]:
     """Context manager yielding a ``scheduler=`` value for ``dask.compute``.
@@ -116,6 +117,9 @@ def open_scheduler(
             (:class:`InvalidOption`) when no GPU is visible on this machine. Remote
             workers (``distributed`` with an address, ``parsl``, ``globus``) are not
             checked here: they, not this machine, have the GPUs.
+        preload: ``"module"``/``"module:function"`` names the ``local``/``processes``
+            workers import when they start, at once (e.g. a kernel's warm-up), so that
+            their start overlaps the caller's work before the first task.
 
     Options left ``None`` are read from the ``pyhf-dask.executor`` configuration.
 
@@ -137,6 +141,7 @@ def open_scheduler(
             timeout=timeout,
             check_versions=check_versions,
             device=device,
+            preload=preload,
         ) as scheduler:
             yield scheduler
     finally:
@@ -198,6 +203,7 @@ def _open(
     timeout: float | None,
     check_versions: bool | None,
     device: str | None = None,
+    preload: tuple[str, ...] = (),
 ) -> Iterator[Any]:
     import dask
 
@@ -219,7 +225,7 @@ def _open(
         from pyhf_dask.executors.local import open_pool
 
         # spawn, not fork: JAX deadlocks in processes forked after it was used
-        pool = open_pool(workers, device=device)  # device="gpu": one worker per GPU
+        pool = open_pool(workers, device=device, preload=preload)  # gpu: one worker per GPU
         clean = False
         try:
             yield ExecutorScheduler(pool, name="local process pool", **options)

@@ -16,6 +16,10 @@ it was used) that adds what a long scan needs:
   GPU, each pinned with ``CUDA_VISIBLE_DEVICES`` and with JAX's preallocation off
   (:mod:`pyhf_dask.gpu`), and refuses in one line, before any fit, when no GPU is
   visible.
+- **warm workers.** With ``preload`` (importable ``"module"`` or ``"module:function"``
+  names, e.g. a kernel's warm-up), every worker is started at once and imports them
+  while the caller is still reading its inputs: process start and imports leave the
+  critical path.
 - **shutdown never hangs.** Workers that do not exit after a grace period (a SIGSTOPped
   worker, a fit that is still running after Ctrl-C) are continued and killed.
 
@@ -33,6 +37,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextlib
 import functools
+import importlib
 import itertools
 import logging
 import multiprocessing
@@ -49,6 +54,8 @@ __all__ = ["LocalProcessPool", "open_pool", "stop_processes"]
 log = logging.getLogger(__name__)
 
 _EVENTS: Any = None  # the worker side of the start-event queue
+#: Seconds a clean shutdown waits for idle workers to exit before killing them.
+IDLE_GRACE = 0.1
 
 
 def _init_worker(
@@ -56,11 +63,13 @@ def _init_worker(
     pyhf_level: int,
     environments: list[dict[str, str]] | None = None,
     started: Any = None,
+    preload: tuple[str, ...] = (),
 ) -> None:
     """Initializer of every worker process.
 
     With ``environments``, the ``k``-th worker started by the pool takes
-    ``environments[k % len(environments)]`` (its GPU), before anything starts JAX.
+    ``environments[k % len(environments)]`` (its GPU), before anything starts JAX; then
+    the ``preload`` names are imported (and their functions called).
     """
     global _EVENTS  # noqa: PLW0603
     _EVENTS = events
@@ -71,6 +80,20 @@ def _init_worker(
         os.environ.update(environments[k % len(environments)])
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
     logging.getLogger("pyhf").setLevel(pyhf_level)
+    for name in preload:
+        run_preload(name)
+
+
+def run_preload(name: str) -> None:
+    """Import ``"module"`` or call ``"module:function"``; a failure is only logged (the
+    tasks that need it will fail with their own error)."""
+    module, _, func = name.partition(":")
+    try:
+        loaded = importlib.import_module(module)
+        if func:
+            getattr(loaded, func)()
+    except Exception as exc:
+        log.debug("worker preload %s failed: %s", name, exc)
 
 
 def _run_task(task_id: int, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -123,10 +146,12 @@ class LocalProcessPool(cf.Executor):
 
     Args:
         workers: worker processes.
-        grace: seconds ``shutdown(wait=True)`` waits for idle workers to exit before
+        grace: seconds ``shutdown(wait=True)`` waits for workers still running a task to exit before
             killing them.
         environments: per-worker environment variables, taken in turn by the workers
             of each (new) pool, e.g. one GPU each (:func:`open_pool`).
+        preload: ``"module"`` or ``"module:function"`` names every worker imports (and
+            calls) when it starts; the workers are then started at once.
     """
 
     def __init__(
@@ -135,8 +160,10 @@ class LocalProcessPool(cf.Executor):
         *,
         grace: float = 3.0,
         environments: list[dict[str, str]] | None = None,
+        preload: tuple[str, ...] = (),
     ) -> None:
         self.workers = int(workers)
+        self.preload = tuple(preload)
         self.grace = grace
         self.environments = [dict(e) for e in environments] if environments else None
         self._ctx = multiprocessing.get_context("spawn")
@@ -151,6 +178,13 @@ class LocalProcessPool(cf.Executor):
         self._pool = self._new_pool()
         self._reader = threading.Thread(target=self._read_events, daemon=True)
         self._reader.start()
+        if self.preload:
+            self._start_workers()
+
+    def _start_workers(self) -> None:
+        """Start every worker now (a spawned pool otherwise starts one per submission)."""
+        for _ in range(self.workers):
+            self._pool.submit(os.getpid)
 
     #: In-flight submissions the adapter should allow (one per worker: no queue wait).
     @property
@@ -165,7 +199,7 @@ class LocalProcessPool(cf.Executor):
             self.workers,
             mp_context=self._ctx,
             initializer=_init_worker,
-            initargs=(self._events, level, self.environments, started),
+            initargs=(self._events, level, self.environments, started, self.preload),
         )
 
     def _read_events(self) -> None:
@@ -258,7 +292,10 @@ class LocalProcessPool(cf.Executor):
                 return
             self._stopped = True
             pools = [*self._old, self._pool]
-        grace = self.grace if wait else 0.0
+            busy = bool(self._task_of)
+        # idle workers only tear down their interpreter (JAX's takes about 0.5 s): every
+        # result is already back, so they are not waited for
+        grace = (self.grace if busy else min(self.grace, IDLE_GRACE)) if wait else 0.0
         for pool in pools:
             _stop_pool(pool, grace)
         with contextlib.suppress(OSError, ValueError):
@@ -273,6 +310,7 @@ def open_pool(
     device: str | None = None,
     gpus: Callable[[], list[str]] | None = None,
     grace: float = 3.0,
+    preload: tuple[str, ...] = (),
 ) -> LocalProcessPool:
     """The local executor's pool for a device: one worker per core, or per visible GPU.
 
@@ -284,12 +322,13 @@ def open_pool(
         gpus: GPU discovery (default :func:`pyhf_dask.gpu.visible_gpus`; tests inject
             one).
         grace: see :class:`LocalProcessPool`.
+        preload: see :class:`LocalProcessPool`.
 
     Raises:
         InvalidOption: ``device="gpu"`` and no GPU is visible (one line, before any fit).
     """
     if device != "gpu":
-        return LocalProcessPool(workers or os.cpu_count() or 1, grace=grace)
+        return LocalProcessPool(workers or os.cpu_count() or 1, grace=grace, preload=preload)
     from pyhf_dask.gpu import visible_gpus, worker_environments
 
     found = (gpus or visible_gpus)()
@@ -300,7 +339,9 @@ def open_pool(
         ",".join(found),
         ", ".join(f"{k}={v}" for k, v in environments[0].items() if k != "CUDA_VISIBLE_DEVICES"),
     )
-    return LocalProcessPool(len(environments), grace=grace, environments=environments)
+    return LocalProcessPool(
+        len(environments), grace=grace, environments=environments, preload=preload
+    )
 
 
 def _stop_pool(pool: cf.ProcessPoolExecutor, grace: float) -> None:
