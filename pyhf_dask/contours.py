@@ -41,9 +41,6 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import xarray as xr
-from scipy.interpolate import LinearNDInterpolator
-from scipy.spatial import QhullError
-from scipy.stats import norm
 
 from pyhf_dask._optional import require
 from pyhf_dask.exceptions import InvalidOption
@@ -168,7 +165,10 @@ def transform(values: np.ndarray, how: Transform = "significance") -> np.ndarray
     """
     values = np.asarray(values, dtype=float)
     if how == "significance":
-        return np.asarray(norm.isf(np.clip(values, _TINY, 1.0 - _TINY)))
+        from scipy.special import ndtri  # scipy is imported where needed: a scan needs none
+
+        clipped = np.clip(values, _TINY, 1.0 - _TINY)
+        return np.asarray(-ndtri(clipped))  # norm.isf(p) = -ndtri(p)
     if how == "log":
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.log(np.where(values > 0, values, np.nan))
@@ -191,6 +191,9 @@ def interpolate(
     spans ``bounds`` (``xmin, xmax, ymin, ymax``; default: the points' bounding box) with
     ``resolution`` nodes per axis and is NaN outside the convex hull of the points.
     """
+    from scipy.interpolate import LinearNDInterpolator
+    from scipy.spatial import QhullError
+
     keep = np.isfinite(z)
     x, y, z = x[keep], y[keep], z[keep]
     if z.size < 3:

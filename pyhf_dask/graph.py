@@ -251,18 +251,27 @@ def variable_arrays(
     return arrays
 
 
+#: Most points per task of the JAX kernel by default (:func:`default_chunk_size`).
+JAX_CHUNK_CAP = 2048
+
+
 def default_chunk_size(kernel: str, n_points: int, n_workers: int) -> int:
     """Points per task when none is configured, capped by kernel.
 
     The reference kernel gets a few tasks per worker (load balance). The JAX kernel fits a
     chunk in fixed-size batches with per-process fixed costs (tracing, the structure
-    check), so it gets one task per worker up to 512 points: on 2 cores, RegionA of the
-    sbottom archive (217 points) takes about 9.3 s instead of 10.2 s with 4 tasks.
+    check) and per-chunk costs (building, padding the last batch), so it gets one task
+    per worker, and for large grids an equal number of tasks per worker of at most
+    :data:`JAX_CHUNK_CAP` points (a finished chunk is also the unit a store keeps).
 
     Example:
         >>> default_chunk_size("jax", 217, 2), default_chunk_size("pyhf", 217, 2)
         (109, 8)
+        >>> default_chunk_size("jax", 10_000, 2)  # 6 tasks, 3 per worker
+        1667
     """
+    workers = max(1, n_workers)
     if kernel == "jax":
-        return max(1, min(512, math.ceil(n_points / max(1, n_workers))))
-    return max(1, min(8, math.ceil(n_points / max(1, 2 * n_workers))))
+        rounds = math.ceil(n_points / (workers * JAX_CHUNK_CAP))
+        return max(1, math.ceil(n_points / (workers * max(1, rounds))))
+    return max(1, min(8, math.ceil(n_points / (2 * workers))))
