@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 import pyhf_dask
-from pyhf_dask.grid import signal_patch, simple_workspace
+from pyhf_dask.grid import materialize, signal_patch, simple_workspace
 from pyhf_dask.kernels import FitOptions
 from pyhf_dask.kernels.jax_kernel import hypotest_chunk
 
@@ -38,12 +38,21 @@ def _workspace() -> dict[str, Any]:
     return simple_workspace(SEED["signal"], SEED["bkg"], SEED["unc"], observed=SEED["obs"])
 
 
-def _run(n: int) -> tuple[dict[str, np.ndarray], list[list[dict]], float, float]:
-    grid = pyhf_dask.SignalGrid.from_function(
-        _workspace(), seed_signal, s1=np.linspace(1, 30, n), s2=np.linspace(1, 30, n)
-    )
+def seed_yields(s1: np.ndarray, s2: np.ndarray) -> np.ndarray:
+    """Vectorized signal function of the seed grid: the yields ``(n_points, 2)``."""
+    return np.stack([s1, s2], axis=1)
+
+
+def _run(n: int, arrays: bool) -> tuple[dict[str, np.ndarray], Any, float, float]:
+    axes = {"s1": np.linspace(1, 30, n), "s2": np.linspace(1, 30, n)}
+    if arrays:
+        grid = pyhf_dask.SignalGrid.from_function(
+            _workspace(), seed_yields, sample="signal", vectorized=True, **axes
+        )
+    else:
+        grid = pyhf_dask.SignalGrid.from_function(_workspace(), seed_signal, **axes)
     start = time.perf_counter()
-    patches = grid.chunk(0, len(grid)).materialize()
+    patches = materialize(grid.chunk(0, len(grid)))
     t_patches = time.perf_counter() - start
     out = hypotest_chunk(grid.workspace, patches, FitOptions().to_dict())
     return out, patches, time.perf_counter() - start, t_patches
@@ -53,24 +62,25 @@ def _counts(status: np.ndarray) -> dict[str, int]:
     return {str(k): int(v) for k, v in zip(*np.unique(status, return_counts=True), strict=True)}
 
 
-def seed(n: int, sample: int, out_path: Path | None, warm: int) -> None:
+def seed(n: int, sample: int, out_path: Path | None, warm: int, arrays: bool = False) -> None:
     """The seed grid on the default device, a sample compared with the CPU."""
     import jax
 
     device = jax.devices()[0]
     print(f"device: {device.platform} {device.device_kind}; jax {jax.__version__}")
     if warm:
-        _, _, wall, _ = _run(warm)
+        _, _, wall, _ = _run(warm, arrays)
         print(f"warm-up grid {warm}x{warm}: {warm * warm} points in {wall:.2f} s")
-    out, patches, wall, t_patches = _run(n)
+    out, patches, wall, t_patches = _run(n, arrays)
     status = _counts(out["status"])
+    given = "yields (vectorized)" if arrays else "patches"
     print(
-        f"seed grid {n}x{n}: {n * n} points in {wall:.2f} s ({n * n / wall:.0f} points/s), "
-        f"{status}; signal function calls {t_patches:.2f} s"
+        f"seed grid {n}x{n} from {given}: {n * n} points in {wall:.2f} s "
+        f"({n * n / wall:.0f} points/s), {status}; signal function calls {t_patches:.2f} s"
     )
     rng = np.random.default_rng(7)
     pick = np.sort(rng.choice(n * n, size=min(sample, n * n), replace=False))
-    chosen = [patches[i] for i in pick]
+    chosen = [list(patches[int(i)]) for i in pick]
     options = FitOptions().to_dict()
     cpu = hypotest_chunk(_workspace(), chosen, {**options, "device": "cpu"})
     diff = max(
@@ -124,13 +134,14 @@ def main() -> None:
     parser.add_argument("--warm", type=int, default=0, help="a smaller grid first")
     parser.add_argument("--sample", type=int, default=40)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--arrays", action="store_true", help="the grid given as yields")
     parser.add_argument("--check", type=Path, default=None, help="run pyhf on a saved sample")
     parser.add_argument("--tolerance", type=float, default=None, help="with --check")
     args = parser.parse_args()
     if args.check is not None:
         check(args.check, args.tolerance)
     else:
-        seed(args.seed_grid, args.sample, args.out, args.warm)
+        seed(args.seed_grid, args.sample, args.out, args.warm, args.arrays)
 
 
 if __name__ == "__main__":

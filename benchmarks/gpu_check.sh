@@ -8,9 +8,11 @@
 # Writes logs and results under OUT_DIR and prints a short table at the end:
 #   1. the seed model over 1000 x 1000 points in-process (GPU), a sample against the CPU
 #   2. the 650 sbottom points, cold (empty compilation cache) then warm in the same
-#      process, then warm in a new process (cache filled)
+#      process, then warm in a new process (cache filled); cold again with XLA's GPU
+#      autotuning off
 #   3. `pyhf-dask scan <sbottom> --region RegionA --device gpu` with the default executor
-#   4. the kink tests of the kernel (tests/kernels/test_kinks.py) on the GPU
+#      and with --executor distributed (dask-cuda's LocalCUDACluster)
+#   4. the export-cache tests of the kernel on the GPU
 set -uo pipefail
 out=${1:?usage: gpu_check.sh OUT_DIR [WHEEL_DIR]}
 wheels=${2:-}
@@ -37,16 +39,23 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log, keep going
     echo "$name rc=$rc $((SECONDS - t0)) s" | tee -a "$out/steps.txt"
 }
 step seed 200 env PYHF_DASK_JAX_CACHE=/tmp/jc_seed \
-    "$py" benchmarks/bench_gpu.py --seed-grid "${SEED_N:-1000}" --warm 100 --sample 40 --out "$out/seed.json"
+    "$py" benchmarks/bench_gpu.py --seed-grid "${SEED_N:-1000}" --warm 100 --sample 40 --arrays \
+    --out "$out/seed.json"
 step archive_cold 120 env PYHF_DASK_JAX_CACHE=/tmp/jc_arch \
     "$py" benchmarks/bench_kernels.py --archive-only --repeat 2 --log-compiles
 step archive_warm 60 env PYHF_DASK_JAX_CACHE=/tmp/jc_arch \
     "$py" benchmarks/bench_kernels.py --archive-only --log-compiles
+step archive_cold_autotune0 120 env PYHF_DASK_JAX_CACHE=/tmp/jc_arch0 \
+    XLA_FLAGS=--xla_gpu_autotune_level=0 \
+    "$py" benchmarks/bench_kernels.py --archive-only --repeat 2 --log-compiles
 cli=(-c "from pyhf_dask.cli import main; main()")
 step cli_gpu 120 /usr/bin/time -f "cli wall %e s, peak RSS %M KiB" "$py" "${cli[@]}" \
     scan data/pyhf-ins1748602-probability-models.tar.gz --region RegionA --device gpu \
     -o "$out/regionA_gpu.nc"
-step tests_gpu 90 "$py" -m pytest -q -x -p no:cacheprovider tests/kernels/test_kinks.py
+step cli_gpu_distributed 150 /usr/bin/time -f "cli wall %e s, peak RSS %M KiB" "$py" "${cli[@]}" \
+    scan data/pyhf-ins1748602-probability-models.tar.gz --region RegionA --device gpu \
+    --executor distributed -o "$out/regionA_gpu_distributed.nc"
+step tests_gpu 90 "$py" -m pytest -q -x -p no:cacheprovider tests/kernels/test_export.py
 echo "== table"
 cat "$out/steps.txt"
 grep -h "device:\|seed grid\|warm-up\|sample of\|archive:\|XLA compilations\|Region\|pyhf-dask:\|cli wall" \

@@ -34,7 +34,9 @@ from typing import Any
 from pyhf_dask.exceptions import InvalidOption
 
 __all__ = [
+    "AUTOTUNE_OFF",
     "MEMORY_VARIABLES",
+    "jax_settings",
     "local_cuda_cluster",
     "no_gpu_message",
     "physical_gpus",
@@ -47,6 +49,8 @@ log = logging.getLogger(__name__)
 
 #: JAX's GPU memory settings; one set by the user is passed on unchanged.
 MEMORY_VARIABLES = ("XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_MEM_FRACTION")
+#: Added to a GPU worker's ``XLA_FLAGS`` unless it sets a level (:func:`jax_settings`).
+AUTOTUNE_OFF = "--xla_gpu_autotune_level=0"
 
 GpuDiscovery = Callable[[], list[str]]
 
@@ -166,10 +170,34 @@ def worker_environments(
     if n < 1:
         msg = f"at least one worker is needed, got {n}"
         raise InvalidOption(msg)
-    memory = {k: env[k] for k in MEMORY_VARIABLES if k in env}
-    if not memory:
-        memory = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+    memory = jax_settings(env)
     return [{"CUDA_VISIBLE_DEVICES": gpus[i % len(gpus)], **memory} for i in range(n)]
+
+
+def jax_settings(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """JAX's settings for a GPU worker: memory, and XLA's GPU autotuning off.
+
+    Preallocation is off unless the user set a memory variable (:data:`MEMORY_VARIABLES`,
+    kept as given). ``XLA_FLAGS`` gets ``--xla_gpu_autotune_level=0`` unless it already
+    sets a level: autotuning times GEMM and fusion variants while compiling (5 of the 18 s
+    of compilation of the 650 sbottom points on an H100) and the kernel's small batched
+    matrices ran as fast without it (BENCHMARKS.md).
+
+    Example:
+        >>> jax_settings({"XLA_FLAGS": "--xla_dump_to=/tmp/d"})["XLA_FLAGS"]
+        '--xla_dump_to=/tmp/d --xla_gpu_autotune_level=0'
+        >>> jax_settings({"XLA_PYTHON_CLIENT_MEM_FRACTION": ".3"})["XLA_PYTHON_CLIENT_MEM_FRACTION"]
+        '.3'
+    """
+    env = os.environ if environ is None else environ
+    out = {k: env[k] for k in MEMORY_VARIABLES if k in env}
+    if not out:
+        out = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+    flags = env.get("XLA_FLAGS", "")
+    if "xla_gpu_autotune_level" not in flags:
+        flags = f"{flags} {AUTOTUNE_OFF}".strip()
+    out["XLA_FLAGS"] = flags
+    return out
 
 
 def local_cuda_cluster(workers: int | None = None, **kwargs: Any) -> Any:
@@ -210,8 +238,7 @@ def local_cuda_cluster(workers: int | None = None, **kwargs: Any) -> Any:
             raise InvalidOption(msg)
         gpus = gpus[: int(workers)]
     kwargs.setdefault("CUDA_VISIBLE_DEVICES", ",".join(gpus))
-    env = {k: os.environ[k] for k in MEMORY_VARIABLES if k in os.environ}
-    env = env or {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+    env = jax_settings()
     kwargs["env"] = {**env, **kwargs.get("env", {})}
     environ = {**dask.config.get("distributed.nanny.environ", {}), **kwargs["env"]}
     log.info(

@@ -58,7 +58,23 @@ def _folder() -> Path | None:
     return Path(where) / _FOLDER if where else None
 
 
-def _signature(fn: Callable[..., Any], settings: Any, leaves: list[Any], tree: Any) -> str:
+#: Platform names of :func:`jax.export.export`.
+_PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
+
+
+def export_platform(leaves: list[Any]) -> str | None:
+    """The one export platform of the arguments' devices (``"cuda"`` for an NVIDIA GPU),
+    or ``None`` (arguments on several platforms, or one export does not know)."""
+    found = {str(d.client.platform) for x in leaves for d in x.devices()}
+    if len(found) != 1:
+        return None
+    (platform,) = found
+    return platform if platform in _PLATFORMS else None
+
+
+def _signature(
+    fn: Callable[..., Any], settings: Any, leaves: list[Any], tree: Any, platform: str
+) -> str:
     import jax
     import jaxlib
 
@@ -67,7 +83,7 @@ def _signature(fn: Callable[..., Any], settings: Any, leaves: list[Any], tree: A
         repr(settings),
         str(tree),
         ";".join(f"{x.shape}{x.dtype}" for x in leaves),
-        ",".join(sorted({d.platform for x in leaves for d in x.devices()})),
+        platform,
         jax.__version__,
         jaxlib.__version__,
         str(jax.config.read("jax_enable_x64")),
@@ -90,21 +106,30 @@ def call(fn: Callable[..., Any], settings: Any, *args: Any) -> Any:
     folder = _folder()
     if folder is None or not all(isinstance(x, jax.Array) for x in leaves):
         return fn(*args, settings=settings)
-    sig = _signature(fn, settings, leaves, tree)
+    platform = export_platform(leaves)
+    if platform is None:
+        return fn(*args, settings=settings)
+    sig = _signature(fn, settings, leaves, tree, platform)
     if sig in _PLAIN:
         return fn(*args, settings=settings)
     run = _LOADED.get(sig)
-    if run is None:
-        run = _load_or_export(fn, settings, args, folder / f"{sig}.jaxexport")
-        if run is None:
-            _PLAIN.add(sig)
-            return fn(*args, settings=settings)
-        _LOADED[sig] = run
-    return run(*args)
+    if run is not None:
+        return run(*args)
+    run = _load_or_export(fn, settings, args, folder / f"{sig}.jaxexport", platform)
+    if run is not None:
+        try:
+            out = run(*args)
+        except Exception as exc:  # an export that does not run here: the plain function
+            log.debug("exported %s failed on first use: %s", getattr(fn, "__name__", fn), exc)
+        else:
+            _LOADED[sig] = run
+            return out
+    _PLAIN.add(sig)
+    return fn(*args, settings=settings)
 
 
 def _load_or_export(
-    fn: Callable[..., Any], settings: Any, args: tuple[Any, ...], path: Path
+    fn: Callable[..., Any], settings: Any, args: tuple[Any, ...], path: Path, platform: str
 ) -> Callable[..., Any] | None:
     from jax import export, jit
 
@@ -117,7 +142,10 @@ def _load_or_export(
         exported = None
     if exported is None:
         try:
-            exported = export.export(jit(functools.partial(fn, settings=settings)))(*args)
+            exporter = export.export(
+                jit(functools.partial(fn, settings=settings)), platforms=[platform]
+            )
+            exported = exporter(*args)
             _write(path, exported.serialize())
         except Exception as exc:  # not exportable: the plain function is used
             log.debug("%s cannot be exported: %s", getattr(fn, "__name__", fn), exc)

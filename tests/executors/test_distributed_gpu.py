@@ -55,7 +55,7 @@ def fake_dask_cuda(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     module.LocalCUDACluster = LocalCUDACluster  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "dask_cuda", module)
     monkeypatch.setattr(LocalCUDACluster, "made", [])
-    for name in (*gpu.MEMORY_VARIABLES, "CUDA_VISIBLE_DEVICES"):
+    for name in (*gpu.MEMORY_VARIABLES, "CUDA_VISIBLE_DEVICES", "XLA_FLAGS"):
         monkeypatch.delenv(name, raising=False)
     return LocalCUDACluster.made
 
@@ -103,7 +103,10 @@ def test_one_loopback_worker_per_gpu_without_preallocation(
     assert kwargs == {
         **LOOPBACK,
         "CUDA_VISIBLE_DEVICES": "0,1",
-        "env": {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"},
+        "env": {
+            "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
+            "XLA_FLAGS": "--xla_gpu_autotune_level=0",
+        },
     }
     # dask-cuda replaces each worker's env: the nannies read the setting from the config
     assert environ["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
@@ -121,7 +124,10 @@ def test_workers_pick_the_first_gpus_and_a_user_memory_setting_is_kept(
         pass
     [(kwargs, environ, _)] = fake_dask_cuda
     assert kwargs["CUDA_VISIBLE_DEVICES"] == "3,1"
-    assert kwargs["env"] == {"XLA_PYTHON_CLIENT_MEM_FRACTION": ".4"}
+    assert kwargs["env"] == {
+        "XLA_PYTHON_CLIENT_MEM_FRACTION": ".4",
+        "XLA_FLAGS": "--xla_gpu_autotune_level=0",
+    }
     assert environ["XLA_PYTHON_CLIENT_MEM_FRACTION"] == ".4"
 
 

@@ -52,9 +52,14 @@ def test_worker_environments() -> None:
     envs = gpu.worker_environments(["0", "1"], 5, environ={})
     assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0", "1", "0", "1", "0"]
     assert all(e["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false" for e in envs)
-    user = {"XLA_PYTHON_CLIENT_MEM_FRACTION": ".4"}
+    assert all(e["XLA_FLAGS"] == "--xla_gpu_autotune_level=0" for e in envs)
+    user = {"XLA_PYTHON_CLIENT_MEM_FRACTION": ".4", "XLA_FLAGS": "--xla_gpu_autotune_level=4"}
     assert gpu.worker_environments(["3"], environ=user) == [
-        {"CUDA_VISIBLE_DEVICES": "3", "XLA_PYTHON_CLIENT_MEM_FRACTION": ".4"}
+        {
+            "CUDA_VISIBLE_DEVICES": "3",
+            "XLA_PYTHON_CLIENT_MEM_FRACTION": ".4",
+            "XLA_FLAGS": "--xla_gpu_autotune_level=4",  # the user's level is kept
+        }
     ]
 
 

@@ -115,3 +115,46 @@ def test_keys_depend_on_settings_and_shapes(folder: Path) -> None:
     jax_export.call(asimov_batch, FitSettings("code4", "code4p"), small, jax.device_put(init2))
     assert len(list(folder.glob("*.jaxexport"))) == 3
     assert repr(FitSettings("code1", "code0")) == "FitSettings('code1', 'code0', gtol=0.0001)"
+
+
+class _Client:
+    def __init__(self, platform: str) -> None:
+        self.platform = platform
+
+
+class _Device:
+    def __init__(self, platform: str) -> None:
+        self.client = _Client(platform)
+
+
+class _Leaf:
+    def __init__(self, *platforms: str) -> None:
+        self._devices = {_Device(p) for p in platforms}
+
+    def devices(self) -> set:
+        return self._devices
+
+
+def test_the_export_platform_is_the_arguments_not_the_default_backend() -> None:
+    """A CPU fit in a process whose default backend is a GPU is exported for the CPU."""
+    assert jax_export.export_platform([_Leaf("cpu"), _Leaf("cpu")]) == "cpu"
+    assert jax_export.export_platform([_Leaf("cuda")]) == "cuda"
+    assert jax_export.export_platform([_Leaf("cpu"), _Leaf("cuda")]) is None
+    assert jax_export.export_platform([_Leaf("metal")]) is None
+
+
+def test_an_export_that_fails_on_first_use_falls_back(folder: Path, monkeypatch) -> None:
+    model, init = _batch(4)
+    settings = FitSettings("code4", "code4p")
+    theta = jax.device_put(init)
+
+    def wrong_platform(*_a, **_k):
+        raise ValueError("exported for platforms ('cuda',) but it is used on ('cpu',)")
+
+    real = jax_export._load_or_export
+    monkeypatch.setattr(
+        jax_export, "_load_or_export", lambda *a, **k: real(*a, **k) and wrong_platform
+    )
+    out = jax_export.call(asimov_batch, settings, model, theta)
+    assert _equal(out, asimov_batch(model, theta, settings=settings))
+    assert len(jax_export._PLAIN) == 1
