@@ -7,6 +7,7 @@
 # installed with --no-deps into a temporary folder first (a machine without an index).
 # Writes logs and results under OUT_DIR and prints a short table at the end:
 #   1. the seed model over 1000 x 1000 points in-process (GPU), a sample against the CPU
+#      (GPU_STEPS="seed cli_gpu_cold ..." runs only the steps named)
 #   2. the 650 sbottom points, cold (empty compilation cache) then warm in the same
 #      process, then warm in a new process (cache filled); cold again with XLA's GPU
 #      autotuning off
@@ -32,6 +33,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 step() {  # step NAME SECONDS COMMAND...: run with a time limit, log, keep going on failure
     local name=$1 limit=$2
     shift 2
+    if [[ -n "${GPU_STEPS:-}" && " $GPU_STEPS " != *" $name "* ]]; then return; fi
     echo "== $name"
     local t0=$SECONDS
     timeout "$limit" "$@" 2>&1 | tee "$out/$name.log"
@@ -41,20 +43,23 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log, keep going
 step seed 200 env PYHF_DASK_JAX_CACHE=/tmp/jc_seed \
     "$py" benchmarks/bench_gpu.py --seed-grid "${SEED_N:-1000}" --warm 100 --sample 40 --arrays \
     --out "$out/seed.json"
-step archive_cold 120 env PYHF_DASK_JAX_CACHE=/tmp/jc_arch \
+# in-process, with the XLA flags the GPU workers get (pyhf_dask.gpu.jax_settings)
+step archive_cold 120 env PYHF_DASK_JAX_CACHE=/tmp/jc_arch XLA_FLAGS=--xla_gpu_autotune_level=0 \
     "$py" benchmarks/bench_kernels.py --archive-only --repeat 2 --log-compiles
-step archive_warm 60 env PYHF_DASK_JAX_CACHE=/tmp/jc_arch \
+step archive_warm 60 env PYHF_DASK_JAX_CACHE=/tmp/jc_arch XLA_FLAGS=--xla_gpu_autotune_level=0 \
     "$py" benchmarks/bench_kernels.py --archive-only --log-compiles
-step archive_cold_autotune0 120 env PYHF_DASK_JAX_CACHE=/tmp/jc_arch0 \
-    XLA_FLAGS=--xla_gpu_autotune_level=0 \
+step archive_cold_autotuned 120 env PYHF_DASK_JAX_CACHE=/tmp/jc_arch4 \
     "$py" benchmarks/bench_kernels.py --archive-only --repeat 2 --log-compiles
 cli=(-c "from pyhf_dask.cli import main; main()")
-step cli_gpu 120 /usr/bin/time -f "cli wall %e s, peak RSS %M KiB" "$py" "${cli[@]}" \
+for run in cold warm; do  # a new compilation cache, then the same one
+    step "cli_gpu_$run" 120 env PYHF_DASK_JAX_CACHE=/tmp/jc_cli \
+        /usr/bin/time -f "cli wall %e s, peak RSS %M KiB" "$py" "${cli[@]}" \
+        scan data/pyhf-ins1748602-probability-models.tar.gz --region RegionA --device gpu \
+        -o "/tmp/regionA_gpu_$run.nc"
+done
+step cli_gpu_distributed 150 env PYHF_DASK_JAX_CACHE=/tmp/jc_cli /usr/bin/time -f "cli wall %e s, peak RSS %M KiB" "$py" "${cli[@]}" \
     scan data/pyhf-ins1748602-probability-models.tar.gz --region RegionA --device gpu \
-    -o "$out/regionA_gpu.nc"
-step cli_gpu_distributed 150 /usr/bin/time -f "cli wall %e s, peak RSS %M KiB" "$py" "${cli[@]}" \
-    scan data/pyhf-ins1748602-probability-models.tar.gz --region RegionA --device gpu \
-    --executor distributed -o "$out/regionA_gpu_distributed.nc"
+    --executor distributed -o /tmp/regionA_gpu_distributed.nc
 step tests_gpu 90 "$py" -m pytest -q -x -p no:cacheprovider tests/kernels/test_export.py
 echo "== table"
 cat "$out/steps.txt"

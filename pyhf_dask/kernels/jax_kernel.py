@@ -265,10 +265,15 @@ def _check(spec: dict[str, Any], options: dict[str, Any], model: DenseModel) -> 
     dims = padded_dims([model])
     arrays = pad_model(model, dims)
 
+    import jax
+
+    cpu = jax.devices("cpu")[0]  # a few single points: the CPU compiles them fastest
+
     def nll(theta: np.ndarray, _: dict[str, np.ndarray]) -> float:
         full = np.zeros(dims[0])
         full[: len(theta)] = theta
-        return float(twice_nll_jit(full, arrays, settings))
+        with jax.default_device(cpu):
+            return float(twice_nll_jit(full, arrays, settings))
 
     from pyhf_dask.kernels.jax_check import check_against_pyhf
 
