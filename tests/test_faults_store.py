@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -37,19 +38,25 @@ pytestmark = pytest.mark.filterwarnings("ignore")
 
 def test_second_writer_is_refused_naming_the_owner(fault_inputs, fault_clean, tmp_path):
     store = tmp_path / "r.zarr"
-    slow = ["--workers", "1", "--chunk-size", "2"]  # long enough for three more scans
+    slow = ["--workers", "1", "--chunk-size", "2"]
     first = start(*fault_inputs, *FAST, *slow, "-o", str(store), tmp=tmp_path)
     wait_for(lambda: done(store) >= 4, first)
-    owner = f"in use by another scan (pid {first.pid} on host {socket.gethostname()}"
-    others = [
-        start(*fault_inputs, *FAST, "-o", str(store), *extra, tmp=tmp_path)
-        for extra in (["--resume"], ["--resume", "--retry-failed"], ["--overwrite"])
-    ]
-    for second in others:
-        _, err = second.communicate(timeout=120)
-        assert second.returncode == 2, err
-        line = one_line(err, "Error [lock]: ")
-        assert owner in line, line
+    # the owner is held (SIGSTOP) while three more scans try the store: however fast the
+    # fits, it is still running, holding the lock, when they ask
+    os.kill(first.pid, signal.SIGSTOP)
+    try:
+        owner = f"in use by another scan (pid {first.pid} on host {socket.gethostname()}"
+        others = [
+            start(*fault_inputs, *FAST, "-o", str(store), *extra, tmp=tmp_path)
+            for extra in (["--resume"], ["--resume", "--retry-failed"], ["--overwrite"])
+        ]
+        for second in others:
+            _, err = second.communicate(timeout=120)
+            assert second.returncode == 2, err
+            line = one_line(err, "Error [lock]: ")
+            assert owner in line, line
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
     assert first.poll() is None  # the owner was not disturbed
     _, err = first.communicate(timeout=180)
     assert first.returncode == 0, err
