@@ -6,9 +6,11 @@ GPU, the ``cuda`` extra; :func:`local_gpu_cluster`). Both listen on 127.0.0.1 on
 
 Fit tasks go through :class:`~pyhf_dask.executors.adapter.ExecutorScheduler` over
 :class:`AvoidingExecutor` (``Client.submit(pure=False)``), so a failing or lost task is
-retried and finally marked failed instead of aborting the scan. A task that times out
-marks the worker that was running it (a stopped or hung worker) as one to avoid: retries
-and later tasks go to the other workers while there are any.
+retried and finally marked failed instead of aborting the scan. A task's timeout counts
+from when the scheduler gave it to a worker (:meth:`AvoidingExecutor.started_at`), not
+from its submission: time queued while workers start or are busy does not count. A task
+that times out marks the worker that was running it (a stopped or hung worker) as one to
+avoid: retries and later tasks go to the other workers while there are any.
 
 Example:
     >>> with open_distributed(workers=1) as scheduler:  # doctest: +SKIP
@@ -22,6 +24,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -32,6 +35,9 @@ from pyhf_dask.executors.adapter import ExecutorScheduler
 __all__ = ["AvoidingExecutor", "local_cluster", "local_gpu_cluster", "open_distributed"]
 
 log = logging.getLogger(__name__)
+
+#: Seconds between two reads of the scheduler's processing table (:meth:`started_at`).
+_PROCESSING_EVERY = 0.2
 
 #: Options of a local cluster that keep it on loopback, with single-threaded workers.
 LOOPBACK: dict[str, Any] = {
@@ -94,7 +100,9 @@ class AvoidingExecutor(cf.Executor):
         self.client = client
         self.avoid: set[str] = set()
         self._keys: dict[cf.Future[Any], Any] = {}
+        self._started: dict[cf.Future[Any], float] = {}
         self._lock = threading.Lock()
+        self._processing: tuple[float, frozenset[Any]] = (-1.0, frozenset())
 
     @property
     def capacity(self) -> int | None:
@@ -125,6 +133,7 @@ class AvoidingExecutor(cf.Executor):
         def copy(f: Any) -> None:
             with self._lock:
                 self._keys.pop(out, None)
+                self._started.pop(out, None)
             if out.done():
                 return
             try:
@@ -139,10 +148,40 @@ class AvoidingExecutor(cf.Executor):
         dfut.add_done_callback(copy)
         return out
 
+    def _processing_keys(self) -> frozenset[Any]:
+        """Keys the scheduler has given to workers (asked at most every 0.2 s)."""
+        asked, keys = self._processing
+        now = time.monotonic()
+        if now - asked > _PROCESSING_EVERY:
+            try:
+                found = self.client.processing()
+            except Exception:  # a scheduler that does not answer: nothing seen running
+                found = {}
+            keys = frozenset(k for ks in found.values() for k in ks)
+            self._processing = (now, keys)
+        return keys
+
+    def started_at(self, fut: cf.Future[Any]) -> float | None:
+        """When a worker was first seen with ``fut`` (``None``: still queued or unknown).
+
+        Read from the scheduler's ``processing`` table, so at most about 0.2 s late.
+        """
+        with self._lock:
+            seen = self._started.get(fut)
+            dfut = self._keys.get(fut)
+        if seen is not None or dfut is None:
+            return seen
+        if dfut.key not in self._processing_keys():
+            return None
+        now = time.monotonic()
+        with self._lock:
+            return self._started.setdefault(fut, now)
+
     def abandon(self, fut: cf.Future[Any]) -> None:
         """Cancel a stuck task and avoid the worker(s) that were processing it."""
         with self._lock:
             dfut = self._keys.pop(fut, None)
+            self._started.pop(fut, None)
         if dfut is None:
             return
         try:
