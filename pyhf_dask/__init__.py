@@ -10,37 +10,37 @@ Example:
 executor of ``pyhf_dask.executors.wrap(executor, remote="marked")``; the mark survives Dask's
 task fusion (annotations do not).
 
-``pyhf_dask.executors`` is imported on first use (``pyhf_dask.executors.wrap(pool)``), not
-by ``import pyhf_dask``.
+``pyhf_dask.executors`` and the other public names are imported on first use
+(``pyhf_dask.scan``, ``pyhf_dask.executors.wrap(pool)``), not by ``import pyhf_dask``.
 """
 
 from __future__ import annotations
 
 import importlib
+import multiprocessing
 from typing import TYPE_CHECKING, Any
 
-from pyhf_dask import accessor as _accessor  # noqa: F401 (registers ds.pyhf_dask)
 from pyhf_dask import config
 from pyhf_dask._version import __version__
-from pyhf_dask.combine import best_expected, combine_regions
-from pyhf_dask.contours import find_contours
 from pyhf_dask.exceptions import InputError, MissingDependency, PyhfDaskError
-from pyhf_dask.grid import SignalGrid
-from pyhf_dask.kernels import fit_chunk
-from pyhf_dask.results import (
-    point_names,
-    status_names,
-    summarize,
-    to_netcdf,
-    unstack,
-    upper_limits,
-)
-from pyhf_dask.scan import scan
-from pyhf_dask.simplemodels import signal_patch, simple_workspace
 from pyhf_dask.tasks import remote
 
 if TYPE_CHECKING:
     from pyhf_dask import executors
+    from pyhf_dask.combine import best_expected, combine_regions
+    from pyhf_dask.contours import find_contours
+    from pyhf_dask.grid import SignalGrid
+    from pyhf_dask.kernels import fit_chunk
+    from pyhf_dask.results import (
+        point_names,
+        status_names,
+        summarize,
+        to_netcdf,
+        unstack,
+        upper_limits,
+    )
+    from pyhf_dask.scan import scan
+    from pyhf_dask.simplemodels import signal_patch, simple_workspace
 
 __all__ = [
     "InputError",
@@ -66,22 +66,52 @@ __all__ = [
     "upper_limits",
 ]
 
-#: Subpackages imported on first attribute access (they pull in heavier dependencies).
-_LAZY = ("executors",)
+#: Public names imported on first use, and their modules: ``import pyhf_dask`` stays
+#: light, so that worker processes (which need the kernels, not xarray) start fast.
+_LAZY = {
+    "executors": None,
+    "best_expected": "combine",
+    "combine_regions": "combine",
+    "find_contours": "contours",
+    "SignalGrid": "grid",
+    "fit_chunk": "kernels",
+    "point_names": "results",
+    "status_names": "results",
+    "summarize": "results",
+    "to_netcdf": "results",
+    "unstack": "results",
+    "upper_limits": "results",
+    "scan": "scan",
+    "signal_patch": "simplemodels",
+    "simple_workspace": "simplemodels",
+}
+
+if multiprocessing.parent_process() is None:
+    # ``ds.pyhf_dask`` registered, and ``pyhf_dask.scan`` bound to the function before
+    # anything imports the module of the same name. A worker process (a multiprocessing
+    # child: the local pool, dask.distributed's nannies) skips both, and with them
+    # xarray and dask.array, until something there needs them.
+    from pyhf_dask import accessor as _accessor  # noqa: F401
+    from pyhf_dask.scan import scan
 
 
 def __getattr__(name: str) -> Any:
-    """Import the subpackages of :data:`_LAZY` on first use.
+    """Import the public names of :data:`_LAZY` on first use.
 
     Example:
         >>> import pyhf_dask
-        >>> pyhf_dask.executors.wrap.__name__
-        'wrap'
+        >>> pyhf_dask.executors.wrap.__name__, pyhf_dask.scan.__name__
+        ('wrap', 'scan')
     """
-    if name in _LAZY:
+    if name not in _LAZY:
+        msg = f"module {__name__!r} has no attribute {name!r}"
+        raise AttributeError(msg)
+    where = _LAZY[name]
+    if where is None:
         return importlib.import_module(f"{__name__}.{name}")
-    msg = f"module {__name__!r} has no attribute {name!r}"
-    raise AttributeError(msg)
+    value = getattr(importlib.import_module(f"{__name__}.{where}"), name)
+    globals()[name] = value
+    return value
 
 
 def __dir__() -> list[str]:

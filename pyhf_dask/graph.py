@@ -13,16 +13,18 @@ import hashlib
 import json
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import dask
-import dask.array as da
 import numpy as np
 from dask.delayed import Delayed
 
 from pyhf_dask.grid import FunctionPatches, SignalGrid
 from pyhf_dask.kernels import BAND, FIELDS, empty_result, fit_chunk
 from pyhf_dask.tasks import refuse_in_client
+
+if TYPE_CHECKING:
+    import dask.array as da
 
 __all__ = [
     "FIT_PREFIX",
@@ -233,6 +235,8 @@ def variable_arrays(
     graph: ScanGraph, poi_values: list[float], *, squeeze: bool, cl: float
 ) -> dict[str, tuple[tuple[str, ...], da.Array]]:
     """Dask arrays of every result variable, with their dimension names."""
+    import dask.array as da  # here: a worker unpickling a fit task needs no dask.array
+
     n_poi = len(poi_values)
     specs: dict[str, tuple[str, tuple[str, ...]]] = dict(FIELDS)
     if not squeeze and n_poi > 1:

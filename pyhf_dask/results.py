@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import xarray as xr
 
+from pyhf_dask import accessor as _accessor  # noqa: F401 (datasets made here have ds.pyhf_dask)
 from pyhf_dask.kernels import BAND, STATUS
 
 __all__ = [
