@@ -101,10 +101,27 @@ class ResumePlan(NamedTuple):
 
 
 def open_store(path: str | os.PathLike[str]) -> xr.Dataset:
-    """Open a result store (complete or not) as an in-memory Dataset."""
+    """Open a result store (complete or not) as an in-memory Dataset.
+
+    A chunk's ``status`` is written last: points still ``pending`` show no numbers and
+    no message, even where a scan stopped between writing a chunk's values and its status.
+    """
     require("zarr", "zarr")
     with xr.open_zarr(os.fspath(path), consolidated=False) as ds:
-        return ds.load(scheduler="synchronous")  # a local read, never on remote workers
+        loaded = ds.load(scheduler="synchronous")  # a local read, never on remote workers
+    if "status" not in loaded:
+        return loaded
+    pending = loaded.status == STATUS_FLAGS.index(PENDING)
+    if not bool(pending.any()):
+        return loaded
+    for name, var in loaded.data_vars.items():
+        if name == "status" or "point" not in var.dims:
+            continue
+        if var.dtype.kind == "f":
+            loaded[name] = var.where(~pending)
+        elif name == "message":
+            loaded[name] = var.where(~pending, "")
+    return loaded
 
 
 def is_result_store(path: str | os.PathLike[str]) -> bool:
