@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -29,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["call", "source_digest"]
+__all__ = ["call", "keep_verdict", "load_verdict", "source_digest"]
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,43 @@ def _load_or_export(
             log.debug("%s cannot be exported: %s", getattr(fn, "__name__", fn), exc)
             return None
     return jit(exported.call)
+
+
+def _verdict_path(key: Any) -> Path | None:
+    """Where the structure check's verdict on ``key`` is kept (``None``: no cache)."""
+    from importlib.metadata import version
+
+    folder = _folder()
+    if folder is None:
+        return None
+    text = "|".join((repr(key), version("pyhf"), source_digest()))
+    return folder / f"check-{hashlib.sha256(text.encode()).hexdigest()[:40]}.json"
+
+
+def load_verdict(key: Any) -> tuple[bool, str | None]:
+    """The kept verdict of the structure check on a model structure ``key``.
+
+    The check (:func:`pyhf_dask.kernels.jax_check.check_against_pyhf`) builds pyhf's model
+    of a structure once; its verdict is kept beside the exports, keyed by the structure,
+    pyhf's version and the kernel's source, so a new worker needs neither pyhf nor the
+    check again. Returns ``(found, reason)``; ``reason`` ``None``: the structure agrees.
+    """
+    path = _verdict_path(key)
+    if path is None:
+        return False, None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False, None
+    reason = data.get("reason") if isinstance(data, dict) else None
+    return isinstance(data, dict), reason if isinstance(reason, str) else None
+
+
+def keep_verdict(key: Any, reason: str | None) -> None:
+    """Keep the structure check's verdict on ``key`` (see :func:`load_verdict`)."""
+    path = _verdict_path(key)
+    if path is not None:
+        _write(path, json.dumps({"reason": reason, "key": repr(key)}).encode())
 
 
 def _write(path: Path, data: bytes | bytearray) -> None:

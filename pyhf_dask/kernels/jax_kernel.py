@@ -76,13 +76,13 @@ def _configure_jax() -> None:
 def warm_up() -> None:
     """Import and configure everything a fit needs (a worker's start, before its first task).
 
-    JAX with float64 and the persistent compilation cache, its default backend, pyhf (the
-    structure check) and the kernel's modules.
+    JAX with float64 and the persistent compilation cache, its default backend and the
+    kernel's modules (pyhf is imported only if a structure check has to run: its verdicts
+    are kept on disk, :func:`pyhf_dask.kernels.jax_export.load_verdict`).
     """
     import jax
-    import pyhf  # noqa: F401
 
-    from pyhf_dask.kernels import jax_fit, jax_starts, jax_vector  # noqa: F401
+    from pyhf_dask.kernels import jax_export, jax_fit, jax_starts, jax_vector  # noqa: F401
 
     _configure_jax()
     jax.devices()
@@ -259,6 +259,12 @@ def _kinked(batched: dict[str, np.ndarray], settings: Any) -> np.ndarray | None:
 def _check(spec: dict[str, Any], options: dict[str, Any], model: DenseModel) -> str | None:
     if model.key in _CHECKED:
         return _CHECKED[model.key]
+    from pyhf_dask.kernels.jax_export import keep_verdict, load_verdict
+
+    found, kept = load_verdict(model.key)
+    if found:  # checked by an earlier process of this machine
+        _CHECKED[model.key] = kept
+        return kept
     from pyhf_dask.kernels.jax_fit import FitSettings, twice_nll_jit
 
     settings = FitSettings(options["normsys_interpcode"], options["histosys_interpcode"])
@@ -284,6 +290,8 @@ def _check(spec: dict[str, Any], options: dict[str, Any], model: DenseModel) -> 
     if reason is not None:
         log.warning("JAX kernel falls back to pyhf for a model structure: %s", reason)
     _CHECKED[model.key] = reason
+    if reason is None:  # only agreement is kept: a refusal is checked again next time
+        keep_verdict(model.key, reason)
     return reason
 
 
