@@ -58,6 +58,9 @@ def pyhf_loop(workspace: dict[str, Any], patches: list[list[dict]], sample: int)
     return per_point * len(patches)
 
 
+EXTRA: list[str] = []  # options given to every command (--workers)
+
+
 def cli_times(args: list[str], cache: Path, out: Path) -> list[float]:
     """Wall times of the command: cold (new cache), then warm twice."""
     exe = Path(sys.executable).with_name("pyhf-dask")
@@ -66,7 +69,7 @@ def cli_times(args: list[str], cache: Path, out: Path) -> list[float]:
     for _ in range(3):
         start = time.perf_counter()
         done = subprocess.run(
-            [str(exe), "scan", *args, "-o", str(out), "--no-table"],
+            [str(exe), "scan", *args, *EXTRA, "-o", str(out), "--no-table"],
             env=env,
             capture_output=True,
             text=True,
@@ -131,8 +134,11 @@ def main() -> None:
     parser.add_argument("--region", default="RegionA")
     parser.add_argument("--region-sample", type=int, default=0)
     parser.add_argument("--only", choices=["seed", "region"], default=None)
+    parser.add_argument("--workers", type=int, default=None, help="pyhf-dask --workers")
     args = parser.parse_args()
-    print(f"{os.cpu_count()} cores, Python {sys.version.split()[0]}")
+    if args.workers is not None:
+        EXTRA.extend(["--workers", str(args.workers)])
+    print(f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, pyhf-dask options {EXTRA}")
     with tempfile.TemporaryDirectory() as tmp:
         if args.only in (None, "seed"):
             seed_case(args.seed_side, args.seed_sample, Path(tmp))
