@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.special import log_ndtr
 
 from pyhf_dask.grid import Patch
 from pyhf_dask.kernels import empty_result
+from pyhf_dask.kernels.asymptotics import cls_from_fits
 from pyhf_dask.kernels.jax_batch import batch_size, pad_model, padded_dims, run_rows
 from pyhf_dask.kernels.jax_model import DenseModel
 from pyhf_dask.kernels.jax_vector import Group, Stack, build_chunk, stack_groups
@@ -43,7 +43,6 @@ log = logging.getLogger(__name__)
 #: structure key -> None (checked, agrees with pyhf) or the reason it does not.
 _CHECKED: dict[Any, str | None] = {}
 _CONFIGURED = False
-_BAND_NSIGMA = np.array([2.0, 1.0, 0.0, -1.0, -2.0])
 #: One JAX computation of this process at a time. XLA's CPU client runs each computation
 #: on the process's thread pool; two at once from two threads (Dask's threaded scheduler)
 #: can wait on each other's pool threads forever (LAPACK custom calls).
@@ -94,54 +93,6 @@ def _device(name: str | None) -> Any:
     if name is None:
         return jax.devices()[0]
     return jax.devices(name)[0]
-
-
-def cls_from_fits(
-    obs_value: np.ndarray,
-    obs_muhat: np.ndarray,
-    asimov_value: np.ndarray,
-    asimov_muhat: np.ndarray,
-    poi_values: np.ndarray,
-    test_stat: str,
-) -> tuple[np.ndarray, np.ndarray]:
-    """CLs and the expected band from the fitted ``-2 log L`` values (pyhf's asymptotics).
-
-    Args:
-        obs_value: ``(n, 2 + n_poi)``: fixed POI=0, free, fixed at each POI value (data).
-        obs_muhat: ``(n,)`` best-fit POI on the data.
-        asimov_value: ``(n, 1 + n_poi)``: free, fixed at each POI value (Asimov data).
-        asimov_muhat: ``(n,)`` best-fit POI on the Asimov data.
-        poi_values: ``(n_poi,)`` tested POI values.
-        test_stat: ``"qtilde"`` or ``"q"``.
-
-    Returns:
-        ``CLs_obs`` ``(n, n_poi)`` and ``CLs_exp`` ``(n, n_poi, 5)``.
-    """
-    mu = poi_values[None, :]
-    tmu = np.clip(obs_value[:, 2:] - obs_value[:, 1:2], 0.0, None)
-    qmu = np.where(obs_muhat[:, None] > mu, 0.0, tmu)
-    tmu_a = np.clip(asimov_value[:, 1:] - asimov_value[:, 0:1], 0.0, None)
-    qmu_a = np.where(asimov_muhat[:, None] > mu, 0.0, tmu_a)
-    sqrtq, sqrtq_a = np.sqrt(qmu), np.sqrt(qmu_a)
-    if test_stat == "qtilde":
-        with np.errstate(divide="ignore", invalid="ignore"):
-            teststat = np.where(sqrtq <= sqrtq_a, sqrtq - sqrtq_a, (qmu - qmu_a) / (2.0 * sqrtq_a))
-    else:
-        teststat = sqrtq - sqrtq_a
-    # CLs = Phi(-(t + sqrt(q_A))) / Phi(-t), in logs so that far tails do not give 0/0
-    with np.errstate(invalid="ignore"):
-        cls_obs = np.exp(log_ndtr(-(teststat + sqrtq_a)) - log_ndtr(-teststat))
-    # q_A = 0 (e.g. mu = 0 under qtilde): t -> inf as q_A -> 0 and the ratio tends to
-    # exp(-q/2), which is 1 where q = 0 as in pyhf's calculator
-    degenerate = (sqrtq_a == 0.0) & (sqrtq > sqrtq_a) & (test_stat == "qtilde")
-    cls_obs = np.where(degenerate, np.exp(-0.5 * qmu), cls_obs)
-    band = _BAND_NSIGMA[None, None, :]
-    cls_exp = np.exp(log_ndtr(-(band + sqrtq_a[..., None])) - log_ndtr(-band))
-    nan = ~(np.isfinite(obs_value[:, 1:2]) & np.isfinite(obs_value[:, 2:]))
-    nan_a = ~(np.isfinite(asimov_value[:, 0:1]) & np.isfinite(asimov_value[:, 1:]))
-    cls_obs = np.where(nan | nan_a, np.nan, cls_obs)
-    cls_exp = np.where(nan_a[..., None], np.nan, cls_exp)
-    return cls_obs, cls_exp
 
 
 def _fit_names(poi_values: list[float]) -> list[str]:
