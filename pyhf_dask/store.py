@@ -29,7 +29,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -49,6 +48,7 @@ from pyhf_dask.plan import ScanPlan, resolve_plan
 from pyhf_dask.results import STATUS_FLAGS, TEXT, as_text, encode_status, status_names
 from pyhf_dask.scan import scan_plan
 from pyhf_dask.store_lock import LOCK_NAME, lock_store, only_lock
+from pyhf_dask.store_read import PENDING, is_result_store, open_store
 
 __all__ = [
     "LOCK_NAME",
@@ -65,7 +65,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-PENDING = "pending"
 #: Attributes that must be equal between a store and the scan that resumes it.
 MATCHED_ATTRS = (
     "workspace_digest",
@@ -98,51 +97,6 @@ class ResumePlan(NamedTuple):
     todo: np.ndarray
     n_done: int
     n_failed_retried: int
-
-
-def open_store(path: str | os.PathLike[str]) -> xr.Dataset:
-    """Open a result store (complete or not) as an in-memory Dataset.
-
-    A chunk's ``status`` is written last: points still ``pending`` show no numbers and
-    no message, even where a scan stopped between writing a chunk's values and its status.
-    """
-    require("zarr", "zarr")
-    with xr.open_zarr(os.fspath(path), consolidated=False) as ds:
-        loaded = ds.load(scheduler="synchronous")  # a local read, never on remote workers
-    if "status" not in loaded:
-        return loaded
-    pending = loaded.status == STATUS_FLAGS.index(PENDING)
-    if not bool(pending.any()):
-        return loaded
-    for name, var in loaded.data_vars.items():
-        if name == "status" or "point" not in var.dims:
-            continue
-        if var.dtype.kind == "f":
-            loaded[name] = var.where(~pending)
-        elif name == "message":
-            loaded[name] = var.where(~pending, "")
-    return loaded
-
-
-def is_result_store(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a Zarr group made by pyhf_dask (the only kind ``overwrite`` deletes).
-
-    Example:
-        >>> is_result_store("/")
-        False
-    """
-    path = Path(path)
-    if path.is_symlink() or not path.is_dir():
-        return False
-    for meta, key in (("zarr.json", "attributes"), (".zattrs", None)):
-        try:
-            data = json.loads((path / meta).read_text())
-        except (OSError, ValueError):
-            continue
-        attrs = data.get(key, {}) if key else data
-        if isinstance(attrs, dict) and {"pyhf_dask_version", "workspace_digest"} <= set(attrs):
-            return True
-    return False
 
 
 def _template(lazy: xr.Dataset) -> xr.Dataset:
