@@ -325,23 +325,26 @@ def _fill(
     shared = conv[:, 0] & conv[:, 1] & conv[:, 2 + n_poi]
     poi_ok = shared[:, None] & conv[:, 2 : 2 + n_poi] & conv[:, 3 + n_poi :]
     poi_ok &= np.isfinite(cls_obs) & np.isfinite(cls_exp).all(axis=2)
+    index = np.asarray(stack.index)
+    out["CLs_obs"][index] = np.where(poi_ok, cls_obs, np.nan)
+    out["CLs_exp"][index] = np.where(poi_ok[..., None], cls_exp, np.nan)
+    details = [
+        _detail(len(names), iters, kinks, restarts)
+        for iters, kinks, restarts in zip(
+            res["n_iter"].sum(axis=1).tolist(),
+            res["n_kink"].max(axis=1).tolist(),
+            res["restarts"].sum(axis=1).tolist(),
+            strict=True,
+        )
+    ]
+    all_ok = poi_ok.all(axis=1)
+    good = np.flatnonzero(all_ok)
+    out["status"][index[good]] = "converged"
+    out["message"][index[good]] = [details[row] for row in good.tolist()]
     pending: dict[int, tuple[np.ndarray, str]] = {}
-    for row, i in enumerate(stack.index.tolist()):
-        iters = int(res["n_iter"][row].sum())
-        kinks = int(res["n_kink"][row].max())
-        restarts = int(res["restarts"][row].sum())
-        detail = f"{len(names)} fits, {iters} Newton iterations"
-        if kinks:
-            detail += f", up to {kinks} parameters held at a kink"
-        if restarts:
-            detail += f", {restarts} second starts"
+    for row in np.flatnonzero(~all_ok).tolist():
+        i = int(index[row])
         ok = poi_ok[row]
-        out["CLs_obs"][i] = np.where(ok, cls_obs[row], np.nan)
-        out["CLs_exp"][i] = np.where(ok[:, None], cls_exp[row], np.nan)
-        if ok.all():
-            out["status"][i] = "converged"
-            out["message"][i] = detail
-            continue
         bad = np.flatnonzero(~conv[row])
         if bad.size:
             k = int(bad[0])
@@ -352,9 +355,19 @@ def _fill(
         else:
             why = "non-finite CLs from certified fits"
         out["status"][i] = "partial" if ok.any() else "failed"
-        out["message"][i] = f"JAX: {why} ({detail})"
+        out["message"][i] = f"JAX: {why} ({details[row]})"
         pending[i] = (~ok, out["message"][i])
     return pending
+
+
+def _detail(n_fits: int, iters: int, kinks: int, restarts: int) -> str:
+    """What the fits of a point did, for its ``message``."""
+    detail = f"{n_fits} fits, {iters} Newton iterations"
+    if kinks:
+        detail += f", up to {kinks} parameters held at a kink"
+    if restarts:
+        detail += f", {restarts} second starts"
+    return detail
 
 
 def _evidence(res: dict[str, np.ndarray], stack: Stack, row: int, k: int, gtol: float) -> str:
