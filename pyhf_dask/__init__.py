@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import importlib
 import multiprocessing
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 from pyhf_dask import config
@@ -81,18 +83,32 @@ _LAZY = {
     "to_netcdf": "results",
     "unstack": "results",
     "upper_limits": "results",
-    "scan": "scan",
     "signal_patch": "simplemodels",
     "simple_workspace": "simplemodels",
 }
 
 if multiprocessing.parent_process() is None:
-    # ``ds.pyhf_dask`` registered, and ``pyhf_dask.scan`` bound to the function before
-    # anything imports the module of the same name. A worker process (a multiprocessing
-    # child: the local pool, dask.distributed's nannies) skips both, and with them
-    # xarray and dask.array, until something there needs them.
+    # registers ``ds.pyhf_dask``. A worker process (a multiprocessing child: the local
+    # pool, dask.distributed's nannies) skips it, and with it xarray, until something
+    # there needs it.
     from pyhf_dask import accessor as _accessor  # noqa: F401
-    from pyhf_dask.scan import scan
+
+
+class _Package(types.ModuleType):
+    """``pyhf_dask.scan`` is the function, also after the module of that name is imported
+    (the import system binds a submodule to its package's attribute of the same name)."""
+
+    @property
+    def scan(self) -> Any:
+        """:func:`pyhf_dask.scan.scan`, imported on first use."""
+        return importlib.import_module(f"{__name__}.scan").scan
+
+    @scan.setter
+    def scan(self, value: Any) -> None:
+        """Ignore the binding of the submodule ``pyhf_dask.scan``: the name is the function."""
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str) -> Any:
@@ -115,4 +131,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+    return sorted({*globals(), *_LAZY, "scan"})

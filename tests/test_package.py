@@ -1,0 +1,43 @@
+"""``import pyhf_dask``: the public names, in the main process and in worker processes."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+
+
+def _in_child(queue) -> None:  # a spawned worker: imports pyhf_dask afresh
+    import pyhf_dask
+
+    light = "xarray" not in sys.modules and "dask.array" not in sys.modules
+    import pyhf_dask.store  # imports the module pyhf_dask.scan
+
+    queue.put((light, callable(pyhf_dask.scan), type(pyhf_dask.scan).__name__))
+
+
+def test_a_worker_process_imports_pyhf_dask_light_and_scan_stays_the_function() -> None:
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_in_child, args=(queue,))
+    child.start()
+    try:
+        light, is_callable, kind = queue.get(timeout=120)
+    finally:
+        child.join(60)
+    assert light, "a worker imported xarray or dask.array with pyhf_dask"
+    assert is_callable, kind
+    assert kind == "function"
+
+
+def test_public_names_in_the_main_process() -> None:
+    import xarray as xr
+
+    import pyhf_dask
+    import pyhf_dask.scan  # the submodule does not replace the function
+
+    assert pyhf_dask.scan.__module__ == "pyhf_dask.scan"
+    assert callable(pyhf_dask.scan)
+    assert hasattr(xr.Dataset(), "pyhf_dask")  # the accessor is registered
+    for name in pyhf_dask.__all__:
+        assert getattr(pyhf_dask, name) is not None, name
+    assert set(pyhf_dask.__all__) <= set(dir(pyhf_dask))
