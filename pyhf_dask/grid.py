@@ -40,16 +40,18 @@ from pyhf_dask.points import (
     patchset_points,
     where,
 )
-from pyhf_dask.simplemodels import (
-    Patch,
+from pyhf_dask.signals import (
     SignalArrays,
     SignalTarget,
     point_name,
     refuse_yields,
+    signal_target,
+)
+from pyhf_dask.simplemodels import (
+    Patch,
     scaled_signal,
     scaled_yields,
     signal_patch,
-    signal_target,
     simple_workspace,
 )
 
@@ -71,7 +73,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class FunctionPatches:
     """Picklable recipe for the patches of a chunk of a function-defined grid (with a
-    ``target``, for its yields: :class:`~pyhf_dask.simplemodels.SignalArrays`)."""
+    ``target``, for its yields: :class:`~pyhf_dask.signals.SignalArrays`)."""
 
     signal: Callable[..., Any]
     labels: tuple[str, ...]
@@ -90,7 +92,7 @@ class FunctionPatches:
 
 def materialize(source: Sequence[Patch] | FunctionPatches) -> Sequence[Patch]:
     """The patches of a chunk, calling the signal function if needed (for a function that
-    returns yields, a :class:`~pyhf_dask.simplemodels.SignalArrays`: patches on demand)."""
+    returns yields, a :class:`~pyhf_dask.signals.SignalArrays`: patches on demand)."""
     if isinstance(source, FunctionPatches):
         return source.materialize()
     return source if isinstance(source, SignalArrays) else list(source)
@@ -116,7 +118,7 @@ class SignalGrid:
             (or yields) from its coordinates passed as keyword arguments.
         source: where the grid came from, for provenance.
         target: for a function that returns yields, the sample (and channels) they
-            replace (:func:`~pyhf_dask.simplemodels.signal_target`).
+            replace (:func:`~pyhf_dask.signals.signal_target`).
     """
 
     workspace: dict[str, Any]

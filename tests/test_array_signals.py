@@ -18,7 +18,7 @@ from pyhf_dask.grid import FunctionPatches, SignalArrays, SignalGrid, materializ
 from pyhf_dask.kernels import FitOptions, fit_chunk, jax_arrays
 from pyhf_dask.kernels.jax_batch import MODEL_FIELDS
 from pyhf_dask.kernels.jax_vector import build_chunk, stack_groups
-from pyhf_dask.simplemodels import SignalTarget
+from pyhf_dask.signals import SignalTarget
 from pyhf_dask.store import open_store, scan_to_store
 
 AXES = {"m1": [2.0, 10.0, 20.0, 30.0], "m2": [4.0, 12.0, 30.0, 50.0]}

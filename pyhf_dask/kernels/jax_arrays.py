@@ -1,7 +1,7 @@
 """Model building for a chunk given as signal yields: no patch per point.
 
 A function grid whose signal function returns yields (``SignalGrid.from_function(...,
-sample=...)``) ships each chunk as one :class:`~pyhf_dask.simplemodels.SignalArrays`: the
+sample=...)``) ships each chunk as one :class:`~pyhf_dask.signals.SignalArrays`: the
 yields of one sample, ``(n_points, n_bins)``. All its points share one model structure,
 built once from the first point's patch; the yields are written into the sample's rows of
 the group's nominal array, and what derives from a nominal (histosys deltas, staterror and
@@ -21,7 +21,7 @@ import numpy as np
 
 from pyhf_dask.kernels.jax_model import apply_patch, build_dense, structure_key
 from pyhf_dask.kernels.jax_vector import Group, _Fill, _nan_rows, _per_point, _Slot
-from pyhf_dask.simplemodels import SignalArrays
+from pyhf_dask.signals import SignalArrays
 
 __all__ = ["build_arrays"]
 
@@ -43,7 +43,8 @@ def build_arrays(
         dense model could be built for (index -> reason).
 
     Example:
-        >>> from pyhf_dask.simplemodels import simple_workspace, signal_target
+        >>> from pyhf_dask.signals import signal_target
+        >>> from pyhf_dask.simplemodels import simple_workspace
         >>> from pyhf_dask.kernels import FitOptions
         >>> ws = simple_workspace([12.0, 11.0], [50.0, 52.0], [3.0, 7.0], [51.0, 48.0])
         >>> target = signal_target(ws, "signal", None, vectorized=True, where="f")

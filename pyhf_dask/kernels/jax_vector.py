@@ -37,7 +37,7 @@ from pyhf_dask.kernels.jax_model import (
     build_dense,
     structure_key,
 )
-from pyhf_dask.simplemodels import SignalArrays
+from pyhf_dask.signals import SignalArrays
 
 __all__ = ["Group", "Stack", "build_chunk", "patch_shape", "stack_groups"]
 
