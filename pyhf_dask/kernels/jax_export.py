@@ -30,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["call", "keep_verdict", "load_verdict", "source_digest"]
+__all__ = ["call", "keep_agreement", "known_to_agree", "source_digest"]
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +154,8 @@ def _load_or_export(
     return jit(exported.call)
 
 
-def _verdict_path(key: Any) -> Path | None:
-    """Where the structure check's verdict on ``key`` is kept (``None``: no cache)."""
+def _agreement_path(key: Any) -> Path | None:
+    """Where the structure check's agreement on ``key`` is kept (``None``: no cache)."""
     from importlib.metadata import version
 
     folder = _folder()
@@ -165,30 +165,29 @@ def _verdict_path(key: Any) -> Path | None:
     return folder / f"check-{hashlib.sha256(text.encode()).hexdigest()[:40]}.json"
 
 
-def load_verdict(key: Any) -> tuple[bool, str | None]:
-    """The kept verdict of the structure check on a model structure ``key``.
+def known_to_agree(key: Any) -> bool:
+    """Whether the structure check found structure ``key`` to agree with pyhf before.
 
     The check (:func:`pyhf_dask.kernels.jax_check.check_against_pyhf`) builds pyhf's model
-    of a structure once; its verdict is kept beside the exports, keyed by the structure,
+    of a structure once; its agreement is kept beside the exports, keyed by the structure,
     pyhf's version and the kernel's source, so a new worker needs neither pyhf nor the
-    check again. Returns ``(found, reason)``; ``reason`` ``None``: the structure agrees.
+    check again. A refusal is not kept: it is checked again by the next process.
     """
-    path = _verdict_path(key)
+    path = _agreement_path(key)
     if path is None:
-        return False, None
+        return False
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
-        return False, None
-    reason = data.get("reason") if isinstance(data, dict) else None
-    return isinstance(data, dict), reason if isinstance(reason, str) else None
+        return False
+    return isinstance(data, dict) and data.get("key") == repr(key)
 
 
-def keep_verdict(key: Any, reason: str | None) -> None:
-    """Keep the structure check's verdict on ``key`` (see :func:`load_verdict`)."""
-    path = _verdict_path(key)
+def keep_agreement(key: Any) -> None:
+    """Keep that structure ``key`` agrees with pyhf (see :func:`known_to_agree`)."""
+    path = _agreement_path(key)
     if path is not None:
-        _write(path, json.dumps({"reason": reason, "key": repr(key)}).encode())
+        _write(path, json.dumps({"key": repr(key)}).encode())
 
 
 def _write(path: Path, data: bytes | bytearray) -> None:

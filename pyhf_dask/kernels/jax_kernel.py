@@ -76,8 +76,8 @@ def warm_up() -> None:
     """Import and configure everything a fit needs (a worker's start, before its first task).
 
     JAX with float64 and the persistent compilation cache, its default backend and the
-    kernel's modules (pyhf is imported only if a structure check has to run: its verdicts
-    are kept on disk, :func:`pyhf_dask.kernels.jax_export.load_verdict`).
+    kernel's modules (pyhf is imported only if a structure check has to run: agreements
+    are kept on disk, :func:`pyhf_dask.kernels.jax_export.known_to_agree`).
     """
     import jax
 
@@ -210,12 +210,11 @@ def _kinked(batched: dict[str, np.ndarray], settings: Any) -> np.ndarray | None:
 def _check(spec: dict[str, Any], options: dict[str, Any], model: DenseModel) -> str | None:
     if model.key in _CHECKED:
         return _CHECKED[model.key]
-    from pyhf_dask.kernels.jax_export import keep_verdict, load_verdict
+    from pyhf_dask.kernels.jax_export import keep_agreement, known_to_agree
 
-    found, kept = load_verdict(model.key)
-    if found:  # checked by an earlier process of this machine
-        _CHECKED[model.key] = kept
-        return kept
+    if known_to_agree(model.key):  # checked by an earlier process of this machine
+        _CHECKED[model.key] = None
+        return None
     from pyhf_dask.kernels.jax_fit import FitSettings, twice_nll_jit
 
     settings = FitSettings(options["normsys_interpcode"], options["histosys_interpcode"])
@@ -242,7 +241,7 @@ def _check(spec: dict[str, Any], options: dict[str, Any], model: DenseModel) -> 
         log.warning("JAX kernel falls back to pyhf for a model structure: %s", reason)
     _CHECKED[model.key] = reason
     if reason is None:  # only agreement is kept: a refusal is checked again next time
-        keep_verdict(model.key, reason)
+        keep_agreement(model.key)
     return reason
 
 

@@ -169,9 +169,9 @@ def test_structure_verdicts_are_kept_per_machine(folder: Path, monkeypatch) -> N
     spec = apply_patch(ws, signal_patch([3.0, 4.0]))
     model = build_dense(spec, options, structure_key(spec, options))
     monkeypatch.setattr(jax_kernel, "_CHECKED", {})
-    assert jax_export.load_verdict(model.key) == (False, None)
+    assert not jax_export.known_to_agree(model.key)
     assert jax_kernel._check(spec, options, model) is None  # checked against pyhf
-    assert jax_export.load_verdict(model.key) == (True, None)
+    assert jax_export.known_to_agree(model.key)
 
     monkeypatch.setattr(jax_kernel, "_CHECKED", {})  # a new process
 
@@ -182,4 +182,4 @@ def test_structure_verdicts_are_kept_per_machine(folder: Path, monkeypatch) -> N
     assert jax_kernel._check(spec, options, model) is None
     # another interpolation code is another structure: not found
     other = FitOptions(normsys_interpcode="code1").to_dict()
-    assert jax_export.load_verdict(structure_key(spec, other))[0] is False
+    assert not jax_export.known_to_agree(structure_key(spec, other))
