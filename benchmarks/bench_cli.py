@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import SBOTTOM
+from common import SBOTTOM, seed_workspace
 
 import pyhf_dask
-from pyhf_dask.simplemodels import signal_patch, simple_workspace
+from pyhf_dask.simplemodels import signal_patch
 
 
 def pyhf_loop(workspace: dict[str, Any], patches: list[list[dict]], sample: int) -> float:
@@ -92,7 +92,7 @@ def report(what: str, serial: float, times: list[float]) -> None:
 
 
 def seed_case(side: int, sample: int, folder: Path) -> None:
-    ws = simple_workspace([12.0, 11.0], [50.0, 52.0], [3.0, 7.0], observed=[51, 48])
+    ws = seed_workspace()
     axis = np.linspace(1.0, 30.0, side)
     patches = [signal_patch([float(a), float(b)]) for a in axis for b in axis]
     digest = hashlib.sha256(json.dumps(ws, sort_keys=True).encode()).hexdigest()

@@ -20,37 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import seed_grid, seed_workspace
 
-import pyhf_dask
-from pyhf_dask.grid import materialize, signal_patch, simple_workspace
+from pyhf_dask.grid import materialize, signal_patch
 from pyhf_dask.kernels import FitOptions
 from pyhf_dask.kernels.jax_kernel import hypotest_chunk
 
-SEED = {"signal": [12.0, 11.0], "bkg": [50.0, 52.0], "unc": [3.0, 7.0], "obs": [51, 48]}
-
-
-def seed_signal(s1: float, s2: float) -> list[dict]:
-    """Signal of the seed grid (module-level: importable by workers)."""
-    return signal_patch([s1, s2])
-
-
-def _workspace() -> dict[str, Any]:
-    return simple_workspace(SEED["signal"], SEED["bkg"], SEED["unc"], observed=SEED["obs"])
-
-
-def seed_yields(s1: np.ndarray, s2: np.ndarray) -> np.ndarray:
-    """Vectorized signal function of the seed grid: the yields ``(n_points, 2)``."""
-    return np.stack([s1, s2], axis=1)
-
 
 def _run(n: int, arrays: bool) -> tuple[dict[str, np.ndarray], Any, float, float]:
-    axes = {"s1": np.linspace(1, 30, n), "s2": np.linspace(1, 30, n)}
-    if arrays:
-        grid = pyhf_dask.SignalGrid.from_function(
-            _workspace(), seed_yields, sample="signal", vectorized=True, **axes
-        )
-    else:
-        grid = pyhf_dask.SignalGrid.from_function(_workspace(), seed_signal, **axes)
+    grid = seed_grid(n, arrays=arrays)
     start = time.perf_counter()
     patches = materialize(grid.chunk(0, len(grid)))
     t_patches = time.perf_counter() - start
@@ -82,7 +60,7 @@ def seed(n: int, sample: int, out_path: Path | None, warm: int, arrays: bool = F
     pick = np.sort(rng.choice(n * n, size=min(sample, n * n), replace=False))
     chosen = [list(patches[int(i)]) for i in pick]
     options = FitOptions().to_dict()
-    cpu = hypotest_chunk(_workspace(), chosen, {**options, "device": "cpu"})
+    cpu = hypotest_chunk(seed_workspace(), chosen, {**options, "device": "cpu"})
     diff = max(
         float(np.nanmax(np.abs(cpu["CLs_obs"] - out["CLs_obs"][pick]))),
         float(np.nanmax(np.abs(cpu["CLs_exp"] - out["CLs_exp"][pick]))),
@@ -111,7 +89,7 @@ def check(path: Path, tolerance: float | None) -> None:
     saved = json.loads(path.read_text())
     worst = 0.0
     for row in saved["sample"]:
-        ws = pyhf.Workspace(jsonpatch.apply_patch(_workspace(), signal_patch(row["signal"])))
+        ws = pyhf.Workspace(jsonpatch.apply_patch(seed_workspace(), signal_patch(row["signal"])))
         model = ws.model()
         obs, exp = pyhf.infer.hypotest(
             1.0, ws.data(model), model, test_stat="qtilde", return_expected_set=True

@@ -33,10 +33,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import SBOTTOM
+from common import SBOTTOM, seed_workspace
+from common import seed_grid as seed_grid_of
 
 import pyhf_dask
-from pyhf_dask.grid import materialize, signal_patch, simple_workspace
+from pyhf_dask.grid import materialize, signal_patch
 from pyhf_dask.kernels import FitOptions, reference
 from pyhf_dask.kernels.jax_kernel import hypotest_chunk
 
@@ -79,26 +80,6 @@ def _log_compiles() -> CompileLog:
     jax_log.addHandler(handler)
     jax_log.propagate = False  # count, do not print every compilation
     return handler
-
-
-def seed_signal(s1: float, s2: float) -> list[dict]:
-    """Signal function of the seed grid (module-level, so workers can import it)."""
-    return signal_patch([s1, s2])
-
-
-def seed_yields(s1: np.ndarray, s2: np.ndarray) -> np.ndarray:
-    """Vectorized signal function of the seed grid: the yields ``(n_points, 2)``."""
-    return np.stack([s1, s2], axis=1)
-
-
-def _seed_function_grid(n: int, *, arrays: bool) -> pyhf_dask.SignalGrid:
-    ws = simple_workspace([12.0, 11.0], [50.0, 52.0], [3.0, 7.0], observed=[51, 48])
-    axes = {"s1": np.linspace(1, 30, n), "s2": np.linspace(1, 30, n)}
-    if arrays:
-        return pyhf_dask.SignalGrid.from_function(
-            ws, seed_yields, sample="signal", vectorized=True, **axes
-        )
-    return pyhf_dask.SignalGrid.from_function(ws, seed_signal, **axes)
 
 
 def _max_diff(a: dict, b: dict) -> float:
@@ -195,7 +176,7 @@ def seed_grid(n: int, *, host: bool = False, arrays: bool = False) -> None:
     """The 2-bin seed model over an ``n x n`` grid of signal yields (``arrays``: given as
     yields by a vectorized function, not as patches)."""
     start = time.perf_counter()
-    grid = _seed_function_grid(n, arrays=arrays)
+    grid = seed_grid_of(n, arrays=arrays)
     t_grid = time.perf_counter() - start
     timer = HostTimer() if host else None
     start = time.perf_counter()
@@ -250,15 +231,14 @@ def build_only(n: int, *, arrays: bool = False) -> None:
     chunks: list[tuple[dict, Any]]
     if n and arrays:
         start = time.perf_counter()
-        grid = _seed_function_grid(n, arrays=True)
+        grid = seed_grid_of(n, arrays=True)
         t_grid = time.perf_counter() - start
         print(f"grid built in {t_grid:.2f} s ({t_grid / len(grid) * 1e6:.2f} us per point)")
         chunks = [(grid.workspace, grid.chunk(0, len(grid)))]
         what, options = f"seed grid {n}x{n} from yields", FitOptions().to_dict()
     elif n:
-        ws = simple_workspace([12.0, 11.0], [50.0, 52.0], [3.0, 7.0], observed=[51, 48])
         axis = np.linspace(1, 30, n)
-        chunks = [(ws, [signal_patch([a, b]) for a in axis for b in axis])]
+        chunks = [(seed_workspace(), [signal_patch([a, b]) for a in axis for b in axis])]
         what, options = f"seed grid {n}x{n}", FitOptions().to_dict()
     else:
         grids = [
