@@ -384,9 +384,9 @@ class SignalGrid:
 
     def workspace_digest(self) -> str:
         """sha256 of the background-only workspace, as pyhf's ``PatchSet`` digests it."""
-        import pyhf
+        from pyhf_dask.schema import digest
 
-        return str(pyhf.utils.digest(self.workspace))
+        return digest(self.workspace)
 
     def patches_digest(self) -> str:
         """sha256 over the point names, coordinates and patches (or the signal function)."""

@@ -99,7 +99,7 @@ def check_workspace(spec: Any, where: str) -> dict[str, Any]:
     Raises:
         InvalidWorkspace: naming ``where`` and the first problem found.
     """
-    import pyhf
+    from pyhf_dask.schema import SchemaError, validate
 
     if not isinstance(spec, dict):
         msg = f"{where}: a workspace must be a JSON object, found {type(spec).__name__}"
@@ -108,12 +108,10 @@ def check_workspace(spec: Any, where: str) -> dict[str, Any]:
 
     check_shapes(spec, where)  # first: the schema check is slow on huge channels
     try:
-        pyhf.schema.validate(spec, "workspace.json")
-    except pyhf.exceptions.InvalidSpecification as exc:
-        reason = str(getattr(exc, "message", None) or exc).splitlines()[0]
-        detail = getattr(exc, "path", "")
-        at = f" at {detail}" if detail else ""
-        msg = f"{where}: not a valid pyhf workspace{at}: {reason}"
+        validate(spec, "workspace.json")
+    except SchemaError as exc:
+        at = f" at {exc.path}" if exc.path else ""
+        msg = f"{where}: not a valid pyhf workspace{at}: {exc.message}"
         raise InvalidWorkspace(msg) from exc
     observed = {o.get("name") for o in spec.get("observations", [])}
     for channel in spec.get("channels", []):

@@ -117,18 +117,16 @@ def _patch_problem(item: Any) -> tuple[str, str] | None:
 
 def _check_schema(spec: Any, where: str) -> None:
     """pyhf's schema on the document with at most its first patch, then every patch."""
-    import pyhf
+    from pyhf_dask.schema import SchemaError, validate
 
     patches = spec.get("patches") if isinstance(spec, dict) else None
     skeleton = {**spec, "patches": patches[:1]} if isinstance(patches, list) else spec
     try:
         version = skeleton.get("version") if isinstance(skeleton, dict) else None
-        pyhf.schema.validate(skeleton, "patchset.json", version=version)
-    except pyhf.exceptions.InvalidSpecification as exc:
-        detail = getattr(exc, "path", "")
-        reason = str(getattr(exc, "message", None) or exc).splitlines()[0]
-        at = f" at {detail}" if detail else ""
-        msg = f"{where}: not a valid pyhf patchset{at}: {reason}"
+        validate(skeleton, "patchset.json", version=version)
+    except SchemaError as exc:
+        at = f" at {exc.path}" if exc.path else ""
+        msg = f"{where}: not a valid pyhf patchset{at}: {exc.message}"
         raise InvalidPatch(msg) from exc
     assert isinstance(patches, list)  # the schema requires it
     for i, item in enumerate(patches):
@@ -180,9 +178,9 @@ def read_patchset(spec: Any, where: str) -> list[PatchSpec]:
 
 def verify_digests(spec: Any, workspace: dict[str, Any], ws_where: str, where: str) -> None:
     """Raise unless every digest of the patchset matches the workspace (``PatchSet.verify``)."""
-    import pyhf
+    from pyhf_dask.schema import digest as digest_of
 
     for algorithm, digest in spec["metadata"]["digests"].items():
-        if pyhf.utils.digest(workspace, algorithm=algorithm) != digest:
+        if digest_of(workspace, algorithm=algorithm) != digest:
             msg = f"{where}: patchset digest does not match the workspace {ws_where}"
             raise InvalidPatch(msg)

@@ -158,12 +158,12 @@ def scan_plan(plan: ScanPlan) -> xr.Dataset:
 
 
 def _provenance(plan: ScanPlan) -> dict[str, Any]:
-    import pyhf
+    from pyhf_dask.schema import pyhf_version
 
     return {
         "title": "pyhf_dask hypothesis-test scan",
         "pyhf_dask_version": __version__,
-        "pyhf_version": pyhf.__version__,
+        "pyhf_version": pyhf_version(),
         "kernel": plan.kernel,
         "test_stat": plan.options.test_stat,
         "calctype": plan.options.calctype,

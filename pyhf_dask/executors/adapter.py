@@ -64,13 +64,12 @@ def worker_versions() -> dict[str, str]:
     """
     import platform
 
-    import pyhf
-
     from pyhf_dask._version import __version__
+    from pyhf_dask.schema import pyhf_version
 
     return {
         "pyhf_dask": __version__,
-        "pyhf": str(pyhf.__version__),
+        "pyhf": pyhf_version(),
         "python": ".".join(platform.python_version_tuple()[:2]),
     }
 
