@@ -21,14 +21,13 @@ CLs and a message naming the fit, its iterations and its projected gradient.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pyhf_dask.cache import cache_root
 from pyhf_dask.grid import Patch
 from pyhf_dask.kernels import empty_result
 from pyhf_dask.kernels.asymptotics import cls_from_fits
@@ -58,11 +57,10 @@ def _configure_jax() -> None:
     if _CONFIGURED:
         return
     _CONFIGURED = True
-    where = os.environ.get("PYHF_DASK_JAX_CACHE", "")
-    if where.lower() in ("off", "none", "0"):
+    path = cache_root()
+    if path is None:
         return
     if getattr(jax.config, "jax_compilation_cache_dir", None) is None:
-        path = Path(where) if where else Path.home() / ".cache" / "pyhf_dask" / "jax"
         try:
             path.mkdir(parents=True, exist_ok=True)
             jax.config.update("jax_compilation_cache_dir", str(path))
