@@ -87,10 +87,20 @@ _LAZY = {
     "simple_workspace": "simplemodels",
 }
 
-if multiprocessing.parent_process() is None:
-    # registers ``ds.pyhf_dask``. A worker process (a multiprocessing child: the local
-    # pool, dask.distributed's nannies) skips it, and with it xarray, until something
-    # there needs it.
+
+def _worker_process() -> bool:
+    """Whether this is a multiprocessing child (the local pool, dask.distributed's
+    nannies), also while it starts: a spawned child runs the parent's main script (the
+    ``pyhf-dask`` console script, a user's script) before it knows its parent."""
+    if multiprocessing.parent_process() is not None:
+        return True
+    # set while a spawned child runs the parent's main (multiprocessing's own check)
+    return bool(getattr(multiprocessing.current_process(), "_inheriting", False))
+
+
+if not _worker_process():
+    # registers ``ds.pyhf_dask``. A worker process skips it, and with it xarray, until
+    # something there needs it.
     from pyhf_dask import accessor as _accessor  # noqa: F401
 
 

@@ -41,3 +41,36 @@ def test_public_names_in_the_main_process() -> None:
     for name in pyhf_dask.__all__:
         assert getattr(pyhf_dask, name) is not None, name
     assert set(pyhf_dask.__all__) <= set(dir(pyhf_dask))
+
+
+_SCRIPT = """
+import sys
+import pyhf_dask.cli  # the first line of the pyhf-dask console script
+import multiprocessing
+
+
+def probe(queue):
+    queue.put(sorted(m for m in ("xarray", "dask.array", "pyhf_dask.cli.scan") if m in sys.modules))
+
+
+if __name__ == "__main__":
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    child = ctx.Process(target=probe, args=(queue,))
+    child.start()
+    print(queue.get(timeout=120))
+    child.join(60)
+"""
+
+
+def test_a_worker_spawned_by_the_console_script_starts_light(tmp_path) -> None:
+    """A spawned worker runs its parent's main script again before it knows its parent:
+    importing the command line there must not bring the commands' xarray and Dask."""
+    import subprocess
+
+    script = tmp_path / "main_script.py"
+    script.write_text(_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, check=True, timeout=300
+    )
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
