@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -233,3 +234,40 @@ def test_scipy_tolerance_reaches_the_reference_kernel(sbottom_archive, tmp_path)
         assert status_names(ds.status)[0] == "converged"
         assert float(ds.CLs_obs[0]) == pytest.approx(0.99995, abs=1e-4)
         assert float(ds.attrs["scipy_tolerance"]) == 1e-10
+
+
+def _console_script() -> str:
+    script = Path(sys.executable).with_name("pyhf-dask")
+    if not script.exists():  # pragma: no cover - the package is installed for its tests
+        pytest.fail(f"the pyhf-dask console script is not installed beside {sys.executable}")
+    return str(script)
+
+
+def test_the_console_script_scans_and_exits_with_its_status(tmp_path) -> None:
+    """The installed ``pyhf-dask`` (its quick exit included): results written, status 0;
+    bad input: one line, status 2; help lists every command."""
+    from test_faults_support import seed_inputs
+
+    out = tmp_path / "out.nc"
+    inputs = seed_inputs(tmp_path, 6)
+    args = [*inputs, "--executor", "local", "--workers", "1", "-o", str(out)]
+    done = subprocess.run(
+        [_console_script(), "scan", *args], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "converged" in done.stdout + done.stderr
+    with xr.open_dataset(out) as ds:
+        assert status_names(ds.status).tolist() == ["converged"] * 6
+    bad = subprocess.run(
+        [_console_script(), "scan", str(tmp_path / "missing.json")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert bad.returncode == 2
+    assert len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
+    helped = subprocess.run(
+        [_console_script(), "--help"], capture_output=True, text=True, check=True
+    )
+    for command in ("scan", "plot", "contour"):
+        assert f"  {command} " in helped.stdout

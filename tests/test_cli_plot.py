@@ -19,9 +19,6 @@ pytest.importorskip("matplotlib")
 DATA = Path(__file__).parent / "data"
 REGION_A = str(DATA / "regionA_pyhf.nc")
 POI_SCAN = str(DATA / "regionA_poi_scan.nc")
-registered = pytest.mark.skipif(
-    not {"plot", "contour"} <= set(main.commands), reason="plot/contour not registered yet"
-)
 
 
 def test_contour_defaults_to_msb_mn2_at_mn1_60(tmp_path: Path) -> None:
@@ -114,7 +111,6 @@ def test_parse_where() -> None:
         parse_where(("=3",))
 
 
-@registered
 def test_registered_commands_print_one_line_errors(tmp_path: Path) -> None:
     out = tmp_path / "exclusion.png"
     result = CliRunner().invoke(main, ["plot", REGION_A, "-o", str(out)])
