@@ -28,7 +28,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["cache_root", "keep", "known"]
+__all__ = ["cache_root", "keep", "known", "write_atomic"]
 
 log = logging.getLogger(__name__)
 
@@ -43,17 +43,18 @@ def cache_root() -> Path | None:
     return Path(where) if where else Path.home() / ".cache" / "pyhf_dask" / "jax"
 
 
-def _path(kind: str, key: str) -> Path | None:
-    root = cache_root()
+def _path(kind: str, key: str, root: Path | None) -> Path | None:
+    root = cache_root() if root is None else root
     if root is None:
         return None
     name = hashlib.sha256(f"{kind}|{key}".encode()).hexdigest()[:40]
     return root / _VERDICTS / f"{kind}-{name}.json"
 
 
-def known(kind: str, key: str) -> bool:
-    """Whether a check of ``kind`` passed before for ``key``."""
-    path = _path(kind, key)
+def known(kind: str, key: str, *, root: Path | None = None) -> bool:
+    """Whether a check of ``kind`` passed before for ``key`` (in ``root``, default
+    :func:`cache_root`)."""
+    path = _path(kind, key, root)
     if path is None:
         return False
     try:
@@ -63,18 +64,23 @@ def known(kind: str, key: str) -> bool:
     return isinstance(data, dict) and data.get("key") == key
 
 
-def keep(kind: str, key: str) -> None:
-    """Keep that a check of ``kind`` passed for ``key`` (atomically; a read-only or full
-    disk only costs the check again next time)."""
-    path = _path(kind, key)
-    if path is None:
-        return
+def keep(kind: str, key: str, *, root: Path | None = None) -> None:
+    """Keep that a check of ``kind`` passed for ``key`` (a read-only or full disk only
+    costs the check again next time)."""
+    path = _path(kind, key, root)
+    if path is not None:
+        write_atomic(path, json.dumps({"key": key}).encode())
+
+
+def write_atomic(path: Path, data: bytes | bytearray) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename (processes may
+    write the same file at once); a failure is only logged."""
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        with os.fdopen(fd, "w") as out:
-            json.dump({"key": key}, out)
+        with os.fdopen(fd, "wb") as out:
+            out.write(bytes(data))
         os.replace(tmp, path)
     except OSError as exc:
         log.debug("cannot keep %s: %s", path, exc)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_schema import WORKSPACE as SCHEMA_WORKSPACE
 
 from pyhf_dask import cache
 from pyhf_dask.exceptions import InvalidWorkspace
@@ -18,28 +19,7 @@ from pyhf_dask.grid import SignalGrid
 from pyhf_dask.schema import digest
 from pyhf_dask.validate import validate_grid
 
-WORKSPACE: dict[str, Any] = {
-    "channels": [
-        {
-            "name": "sr",
-            "samples": [
-                {
-                    "name": "signal",
-                    "data": [3.0, 1.0],
-                    "modifiers": [{"name": "mu", "type": "normfactor", "data": None}],
-                },
-                {
-                    "name": "bkg",
-                    "data": [20.0, 10.0],
-                    "modifiers": [{"name": "unc", "type": "shapesys", "data": [2.0, 1.0]}],
-                },
-            ],
-        }
-    ],
-    "observations": [{"name": "sr", "data": [22.0, 12.0]}],
-    "measurements": [{"name": "meas", "config": {"poi": "mu", "parameters": []}}],
-    "version": "1.0.0",
-}
+WORKSPACE = copy.deepcopy(SCHEMA_WORKSPACE)  # every modifier type
 
 
 def _inputs(folder: Path, workspace: dict[str, Any]) -> list[str]:
@@ -128,13 +108,24 @@ def test_a_second_scan_of_the_same_inputs_checks_without_pyhf(tmp_path: Path) ->
     assert imports_pyhf()  # no cache: checked again
 
 
-def test_a_model_pyhf_cannot_build_is_refused_every_time(monkeypatch: Any, tmp_path: Path) -> None:
-    monkeypatch.setenv("PYHF_DASK_JAX_CACHE", str(tmp_path / "cache"))
-    broken = copy.deepcopy(WORKSPACE)
-    # the POI's name reused by a constrained modifier: valid JSON, no pyhf model
-    broken["channels"][0]["samples"][1]["modifiers"].append(
+def _reuse_the_poi_name(spec: dict[str, Any]) -> None:
+    spec["channels"][0]["samples"][1]["modifiers"].append(
         {"name": "mu", "type": "normsys", "data": {"hi": 1.1, "lo": 0.9}}
     )
+
+
+def _lumi_without_inits(spec: dict[str, Any]) -> None:
+    del spec["measurements"][0]["config"]["parameters"][0]["inits"]
+
+
+@pytest.mark.parametrize("breaks", [_reuse_the_poi_name, _lumi_without_inits])
+def test_a_model_pyhf_cannot_build_is_refused_every_time(
+    monkeypatch: Any, tmp_path: Path, breaks: Any
+) -> None:
+    """Valid under pyhf's schema, but pyhf builds no model: refused, never remembered."""
+    monkeypatch.setenv("PYHF_DASK_JAX_CACHE", str(tmp_path / "cache"))
+    broken = copy.deepcopy(WORKSPACE)
+    breaks(broken)
     grid = SignalGrid.from_inputs(_inputs(tmp_path, broken))
     for _ in range(2):
         with pytest.raises(InvalidWorkspace, match="the model cannot be built"):

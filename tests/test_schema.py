@@ -57,7 +57,13 @@ WORKSPACE: dict[str, Any] = {
             "config": {
                 "poi": "mu",
                 "parameters": [
-                    {"name": "lumi", "auxdata": [1.0], "sigmas": [0.02], "bounds": [[0.9, 1.1]]}
+                    {
+                        "name": "lumi",
+                        "auxdata": [1.0],
+                        "sigmas": [0.02],
+                        "bounds": [[0.9, 1.1]],
+                        "inits": [1.0],
+                    }
                 ],
             },
         }

@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from pyhf_dask.cache import keep, known, write_atomic
 
 __all__ = ["call", "keep_agreement", "known_to_agree", "source_digest"]
 
@@ -147,59 +146,34 @@ def _load_or_export(
                 jit(functools.partial(fn, settings=settings)), platforms=[platform]
             )
             exported = exporter(*args)
-            _write(path, exported.serialize())
+            write_atomic(path, exported.serialize())
         except Exception as exc:  # not exportable: the plain function is used
             log.debug("%s cannot be exported: %s", getattr(fn, "__name__", fn), exc)
             return None
     return jit(exported.call)
 
 
-def _agreement_path(key: Any) -> Path | None:
-    """Where the structure check's agreement on ``key`` is kept (``None``: no cache)."""
+def _agreement_key(key: Any) -> str:
     from importlib.metadata import version
 
-    folder = _folder()
-    if folder is None:
-        return None
-    text = "|".join((repr(key), version("pyhf"), source_digest()))
-    return folder / f"check-{hashlib.sha256(text.encode()).hexdigest()[:40]}.json"
+    return "|".join((repr(key), version("pyhf"), source_digest()))
 
 
 def known_to_agree(key: Any) -> bool:
     """Whether the structure check found structure ``key`` to agree with pyhf before.
 
     The check (:func:`pyhf_dask.kernels.jax_check.check_against_pyhf`) builds pyhf's model
-    of a structure once; its agreement is kept beside the exports, keyed by the structure,
-    pyhf's version and the kernel's source, so a new worker needs neither pyhf nor the
-    check again. A refusal is not kept: it is checked again by the next process.
+    of a structure once; its agreement is kept beside the exports
+    (:mod:`pyhf_dask.cache`), keyed by the structure, pyhf's version and the kernel's
+    source, so a new worker needs neither pyhf nor the check again. A refusal is not
+    kept: it is checked again by the next process.
     """
-    path = _agreement_path(key)
-    if path is None:
-        return False
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and data.get("key") == repr(key)
+    folder = _folder()
+    return folder is not None and known("agree", _agreement_key(key), root=folder)
 
 
 def keep_agreement(key: Any) -> None:
     """Keep that structure ``key`` agrees with pyhf (see :func:`known_to_agree`)."""
-    path = _agreement_path(key)
-    if path is not None:
-        _write(path, json.dumps({"key": repr(key)}).encode())
-
-
-def _write(path: Path, data: bytes | bytearray) -> None:
-    """Write ``data`` to ``path`` atomically (workers may write the same file at once)."""
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as out:
-            out.write(bytes(data))
-        os.replace(tmp, path)
-    except OSError as exc:  # a read-only cache: traced again next time
-        log.debug("cannot keep %s: %s", path, exc)
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
+    folder = _folder()
+    if folder is not None:
+        keep("agree", _agreement_key(key), root=folder)
