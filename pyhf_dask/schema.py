@@ -11,7 +11,7 @@ Example:
     >>> validate({"channels": []}, "workspace.json")
     Traceback (most recent call last):
         ...
-    pyhf_dask.schema.SchemaError: [] should be non-empty (at channels)
+    pyhf_dask.schema.SchemaError: [] should be non-empty. (at channels)
     >>> digest({"a": 2.0, "b": 3.0, "c": 1.0})[:16]
     'a38f6093800189b7'
 """
