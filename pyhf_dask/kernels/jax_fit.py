@@ -128,15 +128,19 @@ def _other_side_descends(
     a lower mode, and a start mirrored there is worth a try.
     """
     n_par = theta.shape[0]
+    if not s.kinked:  # smooth codes: no kinks (and no -2 log L to compile for them)
+        return jnp.zeros((n_par,), bool)
     off = a["kink"] & ~fixed & (theta != 0)
 
-    def slope(j: Any) -> Any:
+    def probes(j: Any) -> Any:
         at0 = theta.at[j].set(0.0)
-        across = at0.at[j].set(-jnp.sign(theta[j]) * _PROBE)
-        f0 = twice_nll(at0, data, aux, a, s)
-        return (twice_nll(across, data, aux, a, s) - f0) / _PROBE
+        return jnp.stack([at0, at0.at[j].set(-jnp.sign(theta[j]) * _PROBE)])
 
-    slopes = jax.vmap(slope)(jnp.arange(n_par))
+    # every probe in one evaluation: (n_par, 2) values, at 0 and across
+    values = jax.vmap(lambda t: twice_nll(t, data, aux, a, s))(
+        jax.vmap(probes)(jnp.arange(n_par)).reshape(2 * n_par, n_par)
+    ).reshape(n_par, 2)
+    slopes = (values[:, 1] - values[:, 0]) / _PROBE
     return off & (slopes < -s.gtol)
 
 
@@ -205,19 +209,23 @@ def newton_fit(
         step = jax.scipy.linalg.cho_solve((chol, True), -jnp.where(free, g, 0.0))
         ok = jnp.all(jnp.isfinite(step))
         step = jnp.where(free & ok, step, 0.0)
-        # parallel backtracking along the projected path: the lowest -2 log L wins
-        values, trials = _line_search(theta, _STEPS[:, None] * step, lower, upper)
-        # no Newton step (the damped system is not positive definite): no Newton trial, or
-        # rounding noise between two evaluations of the same point would pass for progress
-        values = jnp.where(ok & jnp.any(step != 0.0), values, jnp.inf)
-        best = jnp.argmin(values)
         # no Newton progress: try a direction of negative curvature (the free parameter
         # of lowest curvature, both signs), which leaves a saddle or a local maximum
         curv = jnp.where(free, jnp.diagonal(h), jnp.inf)
         j = jnp.argmin(curv)
         bent = curv[j] < -_NEGATIVE * (1.0 + jnp.max(jnp.where(free, jnp.abs(curv), 0.0)))
         bend = jnp.where(bent, eye[j], 0.0)
-        c_values, c_trials = _line_search(theta, _CURVATURE_STEPS[:, None] * bend, lower, upper)
+        # parallel backtracking along the projected path, and the curvature trials, in one
+        # evaluation (one copy of -2 log L in the compiled loop): the lowest wins
+        moves = jnp.concatenate([_STEPS[:, None] * step, _CURVATURE_STEPS[:, None] * bend])
+        all_values, all_trials = _line_search(theta, moves, lower, upper)
+        n_steps = _STEPS.shape[0]
+        values, trials = all_values[:n_steps], all_trials[:n_steps]
+        c_values, c_trials = all_values[n_steps:], all_trials[n_steps:]
+        # no Newton step (the damped system is not positive definite): no Newton trial, or
+        # rounding noise between two evaluations of the same point would pass for progress
+        values = jnp.where(ok & jnp.any(step != 0.0), values, jnp.inf)
+        best = jnp.argmin(values)
         c_best = jnp.argmin(c_values)
         use_c = bent & (values[best] >= f) & (c_values[c_best] < f)
         values = jnp.where(use_c, c_values[c_best], values[best])
