@@ -10,10 +10,14 @@ reasons of a scan into what to try next.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-__all__ = ["advice", "parameter_labels", "uncertified_reason"]
+if TYPE_CHECKING:
+    from pyhf_dask.kernels.jax_vector import Stack
+
+__all__ = ["advice", "fit_detail", "fit_evidence", "parameter_labels", "uncertified_reason"]
 
 #: Parameters named per message at most.
 MAX_NAMED = 3
@@ -126,3 +130,38 @@ def advice(reasons: Sequence[str], *, kinked_codes: bool) -> list[str]:
     if not tips:
         tips.append("read each failed point's 'message' for what its fits found")
     return tips
+
+
+def fit_detail(n_fits: int, iters: int, kinks: int, restarts: int) -> str:
+    """What the fits of a point did, for its ``message``."""
+    detail = f"{n_fits} fits, {iters} Newton iterations"
+    if kinks:
+        detail += f", up to {kinks} parameters held at a kink"
+    if restarts:
+        detail += f", {restarts} second starts"
+    return detail
+
+
+def fit_evidence(res: dict[str, np.ndarray], stack: Stack, row: int, k: int, gtol: float) -> str:
+    """Why fit ``k`` of point ``row`` of a JAX batch is not certified (``res``: the fits of
+    :func:`~pyhf_dask.kernels.jax_kernel.hypotest_chunk`'s groups, ``stack``: their
+    stacked model arrays)."""
+    n_fit = res["converged"].shape[1]
+    free_fits = (1, 1 + (n_fit - 1) // 2)  # "free on data" and "free on Asimov"
+    if res["local"][row, k]:
+        return "a local minimum: the free fit ends above a fixed-POI fit of the same data"
+    fixed = np.asarray(stack.arrays["fixed"][row], dtype=bool).copy()
+    if k not in free_fits:
+        fixed[stack.poi[row]] = True
+    labels = stack.labels[int(stack.group[row])] if len(stack.labels) else None
+    return uncertified_reason(
+        res["theta"][row, k],
+        stack.arrays["lower"][row],
+        stack.arrays["upper"][row],
+        fixed,
+        value=float(res["value"][row, k]),
+        pgrad=float(res["pgrad"][row, k]),
+        psd=bool(res["psd"][row, k]),
+        gtol=gtol,
+        labels=labels,
+    )

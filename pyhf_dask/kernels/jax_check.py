@@ -9,9 +9,12 @@ import numpy as np
 
 from pyhf_dask.kernels.jax_model import DenseModel
 
-__all__ = ["check_against_pyhf"]
+__all__ = ["check_against_pyhf", "structure_verdict"]
 
 log = logging.getLogger(__name__)
+
+#: structure key -> None (checked, agrees with pyhf) or the reason it does not.
+_CHECKED: dict[Any, str | None] = {}
 
 
 def _pyhf_order(model: Any, dense: DenseModel) -> np.ndarray:
@@ -96,3 +99,46 @@ class _NumpyBackend:
         import pyhf
 
         pyhf.set_backend(*self._saved)
+
+
+def structure_verdict(
+    spec: dict[str, Any], options: dict[str, Any], model: DenseModel
+) -> str | None:
+    """``None`` when the structure of ``model`` agrees with pyhf's model of ``spec``, else
+    why not: checked once per structure and process (:func:`check_against_pyhf` on the
+    CPU), an agreement kept on disk for later processes
+    (:func:`~pyhf_dask.kernels.jax_export.known_to_agree`)."""
+    if model.key in _CHECKED:
+        return _CHECKED[model.key]
+    from pyhf_dask.kernels.jax_export import keep_agreement, known_to_agree
+
+    if known_to_agree(model.key):  # checked by an earlier process of this machine
+        _CHECKED[model.key] = None
+        return None
+    from pyhf_dask.kernels.jax_batch import pad_model, padded_dims
+    from pyhf_dask.kernels.jax_fit import FitSettings, twice_nll_jit
+
+    settings = FitSettings(options["normsys_interpcode"], options["histosys_interpcode"])
+    dims = padded_dims([model])
+    arrays = pad_model(model, dims)
+
+    import jax
+
+    cpu = jax.devices("cpu")[0]  # a few single points: the CPU compiles them fastest
+
+    def nll(theta: np.ndarray, _: dict[str, np.ndarray]) -> float:
+        full = np.zeros(dims[0])
+        full[: len(theta)] = theta
+        with jax.default_device(cpu):
+            return float(twice_nll_jit(full, arrays, settings))
+
+    try:
+        reason = check_against_pyhf(spec, options, model, nll)
+    except Exception as exc:  # pyhf rejects the model: the reference kernel will say why
+        reason = f"pyhf could not build the model ({type(exc).__name__}: {exc})"
+    if reason is not None:
+        log.warning("JAX kernel falls back to pyhf for a model structure: %s", reason)
+    _CHECKED[model.key] = reason
+    if reason is None:  # only agreement is kept: a refusal is checked again next time
+        keep_agreement(model.key)
+    return reason

@@ -31,16 +31,15 @@ from pyhf_dask.cache import cache_root
 from pyhf_dask.grid import Patch
 from pyhf_dask.kernels import empty_result
 from pyhf_dask.kernels.asymptotics import cls_from_fits
-from pyhf_dask.kernels.jax_batch import batch_size, pad_model, padded_dims, run_rows
-from pyhf_dask.kernels.jax_model import DenseModel
+from pyhf_dask.kernels.evidence import fit_detail, fit_evidence
+from pyhf_dask.kernels.jax_batch import batch_size, run_rows
+from pyhf_dask.kernels.jax_check import structure_verdict
 from pyhf_dask.kernels.jax_vector import Group, Stack, build_chunk, stack_groups
 
 __all__ = ["cls_from_fits", "hypotest_chunk"]
 
 log = logging.getLogger(__name__)
 
-#: structure key -> None (checked, agrees with pyhf) or the reason it does not.
-_CHECKED: dict[Any, str | None] = {}
 _CONFIGURED = False
 #: One JAX computation of this process at a time. XLA's CPU client runs each computation
 #: on the process's thread pool; two at once from two threads (Dask's threaded scheduler)
@@ -205,44 +204,6 @@ def _kinked(batched: dict[str, np.ndarray], settings: Any) -> np.ndarray | None:
     return kink & ~batched["fixed"].astype(bool)
 
 
-def _check(spec: dict[str, Any], options: dict[str, Any], model: DenseModel) -> str | None:
-    if model.key in _CHECKED:
-        return _CHECKED[model.key]
-    from pyhf_dask.kernels.jax_export import keep_agreement, known_to_agree
-
-    if known_to_agree(model.key):  # checked by an earlier process of this machine
-        _CHECKED[model.key] = None
-        return None
-    from pyhf_dask.kernels.jax_fit import FitSettings, twice_nll_jit
-
-    settings = FitSettings(options["normsys_interpcode"], options["histosys_interpcode"])
-    dims = padded_dims([model])
-    arrays = pad_model(model, dims)
-
-    import jax
-
-    cpu = jax.devices("cpu")[0]  # a few single points: the CPU compiles them fastest
-
-    def nll(theta: np.ndarray, _: dict[str, np.ndarray]) -> float:
-        full = np.zeros(dims[0])
-        full[: len(theta)] = theta
-        with jax.default_device(cpu):
-            return float(twice_nll_jit(full, arrays, settings))
-
-    from pyhf_dask.kernels.jax_check import check_against_pyhf
-
-    try:
-        reason = check_against_pyhf(spec, options, model, nll)
-    except Exception as exc:  # pyhf rejects the model: the reference kernel will say why
-        reason = f"pyhf could not build the model ({type(exc).__name__}: {exc})"
-    if reason is not None:
-        log.warning("JAX kernel falls back to pyhf for a model structure: %s", reason)
-    _CHECKED[model.key] = reason
-    if reason is None:  # only agreement is kept: a refusal is checked again next time
-        keep_agreement(model.key)
-    return reason
-
-
 def hypotest_chunk(
     workspace: dict[str, Any], patches: list[Patch], options: dict[str, Any]
 ) -> dict[str, np.ndarray]:
@@ -276,7 +237,7 @@ def hypotest_chunk(
     names = _fit_names(poi_values)
     checked = []
     for group in groups:
-        reason = _check(group.spec, options, group.model)
+        reason = structure_verdict(group.spec, options, group.model)
         if reason is None:
             checked.append(group)
         else:
@@ -326,7 +287,7 @@ def _fill(
     out["CLs_obs"][index] = np.where(poi_ok, cls_obs, np.nan)
     out["CLs_exp"][index] = np.where(poi_ok[..., None], cls_exp, np.nan)
     details = [
-        _detail(len(names), iters, kinks, restarts)
+        fit_detail(len(names), iters, kinks, restarts)
         for iters, kinks, restarts in zip(
             res["n_iter"].sum(axis=1).tolist(),
             res["n_kink"].max(axis=1).tolist(),
@@ -347,7 +308,7 @@ def _fill(
             k = int(bad[0])
             why = (
                 f"{len(bad)} of {len(names)} fits not certified; first: {names[k]} after "
-                f"{int(res['n_iter'][row, k])} iterations: {_evidence(res, stack, row, k, gtol)}"
+                f"{int(res['n_iter'][row, k])} iterations: {fit_evidence(res, stack, row, k, gtol)}"
             )
         else:
             why = "non-finite CLs from certified fits"
@@ -355,41 +316,6 @@ def _fill(
         out["message"][i] = f"JAX: {why} ({details[row]})"
         pending[i] = (~ok, out["message"][i])
     return pending
-
-
-def _detail(n_fits: int, iters: int, kinks: int, restarts: int) -> str:
-    """What the fits of a point did, for its ``message``."""
-    detail = f"{n_fits} fits, {iters} Newton iterations"
-    if kinks:
-        detail += f", up to {kinks} parameters held at a kink"
-    if restarts:
-        detail += f", {restarts} second starts"
-    return detail
-
-
-def _evidence(res: dict[str, np.ndarray], stack: Stack, row: int, k: int, gtol: float) -> str:
-    """Why fit ``k`` of point ``row`` is not certified (:mod:`~pyhf_dask.kernels.evidence`)."""
-    from pyhf_dask.kernels.evidence import uncertified_reason
-
-    n_fit = res["converged"].shape[1]
-    free_fits = (1, 1 + (n_fit - 1) // 2)  # "free on data" and "free on Asimov"
-    if res["local"][row, k]:
-        return "a local minimum: the free fit ends above a fixed-POI fit of the same data"
-    fixed = np.asarray(stack.arrays["fixed"][row], dtype=bool).copy()
-    if k not in free_fits:
-        fixed[stack.poi[row]] = True
-    labels = stack.labels[int(stack.group[row])] if len(stack.labels) else None
-    return uncertified_reason(
-        res["theta"][row, k],
-        stack.arrays["lower"][row],
-        stack.arrays["upper"][row],
-        fixed,
-        value=float(res["value"][row, k]),
-        pgrad=float(res["pgrad"][row, k]),
-        psd=bool(res["psd"][row, k]),
-        gtol=gtol,
-        labels=labels,
-    )
 
 
 def _second_path(

@@ -162,24 +162,24 @@ def test_an_export_that_fails_on_first_use_falls_back(folder: Path, monkeypatch)
 
 def test_structure_verdicts_are_kept_per_machine(folder: Path, monkeypatch) -> None:
     """A new process finds the structure check's verdict on disk (no pyhf, no check)."""
-    from pyhf_dask.kernels import jax_check, jax_kernel
+    from pyhf_dask.kernels import jax_check
 
     ws = simple_workspace([12.0, 11.0], [50.0, 52.0], [3.0, 7.0], observed=[51, 48])
     options = FitOptions().to_dict()
     spec = apply_patch(ws, signal_patch([3.0, 4.0]))
     model = build_dense(spec, options, structure_key(spec, options))
-    monkeypatch.setattr(jax_kernel, "_CHECKED", {})
+    monkeypatch.setattr(jax_check, "_CHECKED", {})
     assert not jax_export.known_to_agree(model.key)
-    assert jax_kernel._check(spec, options, model) is None  # checked against pyhf
+    assert jax_check.structure_verdict(spec, options, model) is None  # checked against pyhf
     assert jax_export.known_to_agree(model.key)
 
-    monkeypatch.setattr(jax_kernel, "_CHECKED", {})  # a new process
+    monkeypatch.setattr(jax_check, "_CHECKED", {})  # a new process
 
     def no_check(*_a, **_k):
         raise AssertionError("checked again instead of reading the kept verdict")
 
     monkeypatch.setattr(jax_check, "check_against_pyhf", no_check)
-    assert jax_kernel._check(spec, options, model) is None
+    assert jax_check.structure_verdict(spec, options, model) is None
     # another interpolation code is another structure: not found
     other = FitOptions(normsys_interpcode="code1").to_dict()
     assert not jax_export.known_to_agree(structure_key(spec, other))

@@ -336,7 +336,7 @@ def test_exact_hessian_matches_autodiff() -> None:
 
 
 def test_dense_model_agrees_with_pyhf() -> None:
-    from pyhf_dask.kernels.jax_kernel import _CHECKED, _check
+    from pyhf_dask.kernels.jax_check import _CHECKED, structure_verdict
     from pyhf_dask.kernels.jax_model import apply_patch, build_dense
 
     ws, patches = _random_workspace(np.random.default_rng(11))
@@ -344,6 +344,6 @@ def test_dense_model_agrees_with_pyhf() -> None:
     spec = apply_patch(ws, patches[1])
     model = build_dense(spec, options)
     _CHECKED.pop(model.key, None)
-    assert _check(spec, options, model) is None
+    assert structure_verdict(spec, options, model) is None
     assert json.dumps(ws)  # the workspace itself was not modified by the patching
     assert ws["channels"][0]["samples"][0]["data"] != spec["channels"][0]["samples"][0]["data"]
