@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -271,3 +272,41 @@ def test_the_console_script_scans_and_exits_with_its_status(tmp_path) -> None:
     )
     for command in ("scan", "plot", "contour"):
         assert f"  {command} " in helped.stdout
+
+
+_MAIN_MODULES = """
+import atexit, sys
+from pathlib import Path
+
+out = Path(sys.argv[1])
+
+def record():
+    out.write_text(" ".join(m for m in ("pyhf", "scipy.stats") if m in sys.modules))
+
+atexit.register(record)
+sys.argv = ["pyhf-dask", *sys.argv[2:]]
+from pyhf_dask.cli import run
+run()
+"""
+
+
+def test_a_repeated_scan_imports_no_pyhf_in_the_main_process(tmp_path) -> None:
+    """The inputs' checks need pyhf's schema files, not pyhf (0.7 s of SciPy imports on 2
+    cores): once the one-point model check has passed, the command's own process never
+    imports pyhf; the workers fit."""
+    from test_faults_support import seed_inputs
+
+    inputs = seed_inputs(tmp_path, 4)
+    env = {**os.environ, "PYHF_DASK_JAX_CACHE": str(tmp_path / "cache")}
+    seen = tmp_path / "modules.txt"
+    args = ["scan", *inputs, "--workers", "1", "-o", str(tmp_path / "out.nc")]
+    for expected in ("pyhf", ""):  # the first scan builds pyhf's model once
+        done = subprocess.run(
+            [sys.executable, "-c", _MAIN_MODULES, str(seen), *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            env=env,
+        )
+        assert done.returncode == 0, done.stderr
+        assert seen.read_text().split()[:1] == expected.split(), seen.read_text()
