@@ -14,6 +14,7 @@
 #   3. `pyhf-dask scan <sbottom> --region RegionA --device gpu` with the default executor
 #      and with --executor distributed (dask-cuda's LocalCUDACluster)
 #   4. the export-cache tests of the kernel on the GPU
+#   5. (step compile) XLA's compilation of the batched fit per sbottom region shape
 set -uo pipefail
 out=${1:?usage: gpu_check.sh OUT_DIR [WHEEL_DIR]}
 wheels=${2:-}
@@ -50,7 +51,9 @@ step archive_warm 60 env PYHF_DASK_JAX_CACHE=/tmp/jc_arch XLA_FLAGS=--xla_gpu_au
     "$py" benchmarks/bench_kernels.py --archive-only --log-compiles
 step archive_cold_autotuned 120 env PYHF_DASK_JAX_CACHE=/tmp/jc_arch4 \
     "$py" benchmarks/bench_kernels.py --archive-only --repeat 2 --log-compiles
-cli=(-c "from pyhf_dask.cli import main; main()")
+step compile 120 env XLA_FLAGS=--xla_gpu_autotune_level=0 \
+    "$py" benchmarks/bench_compile.py --device gpu
+cli=(-c "from pyhf_dask.cli import run; run()")
 for run in cold warm; do  # a new compilation cache, then the same one
     step "cli_gpu_$run" 120 env PYHF_DASK_JAX_CACHE=/tmp/jc_cli \
         /usr/bin/time -f "cli wall %e s, peak RSS %M KiB" "$py" "${cli[@]}" \
