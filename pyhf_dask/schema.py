@@ -69,6 +69,7 @@ def _validator(schema_name: str, version: str) -> Any:
         msg = f"pyhf has no schema {schema_name!r} of version {version!r}"
         raise SchemaError(msg, "version")
     resources = []
+    ids = {}
     for path in sorted(folder.glob("*.json")):
         contents = json.loads(path.read_text(encoding="utf-8"))
         # without "$schema" a reference keeps this validator (and its NumPy-aware types)
@@ -78,9 +79,10 @@ def _validator(schema_name: str, version: str) -> Any:
             contents, default_specification=referencing.jsonschema.DRAFT6
         )
         resources.append((contents["$id"], resource))
+        ids[path.name] = contents["$id"]
     registry: Any = referencing.Registry().with_resources(resources)
     # the schema by its $id: its relative references resolve against it in the registry
-    schema = {"$ref": json.loads((folder / schema_name).read_text(encoding="utf-8"))["$id"]}
+    schema = {"$ref": ids[schema_name]}
 
     def is_array(checker: Any, instance: Any) -> bool:
         return isinstance(instance, list | np.ndarray)

@@ -154,9 +154,9 @@ def _load_or_export(
 
 
 def _agreement_key(key: Any) -> str:
-    from importlib.metadata import version
+    from pyhf_dask.schema import pyhf_version
 
-    return "|".join((repr(key), version("pyhf"), source_digest()))
+    return "|".join((repr(key), pyhf_version(), source_digest()))
 
 
 def known_to_agree(key: Any) -> bool:
