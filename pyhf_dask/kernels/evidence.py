@@ -17,7 +17,14 @@ import numpy as np
 if TYPE_CHECKING:
     from pyhf_dask.kernels.jax_vector import Stack
 
-__all__ = ["advice", "fit_detail", "fit_evidence", "parameter_labels", "uncertified_reason"]
+__all__ = [
+    "advice",
+    "disagreement",
+    "fit_detail",
+    "fit_evidence",
+    "parameter_labels",
+    "uncertified_reason",
+]
 
 #: Parameters named per message at most.
 MAX_NAMED = 3
@@ -132,14 +139,46 @@ def advice(reasons: Sequence[str], *, kinked_codes: bool) -> list[str]:
     return tips
 
 
-def fit_detail(n_fits: int, iters: int, kinks: int, restarts: int) -> str:
-    """What the fits of a point did, for its ``message``."""
+def fit_detail(n_fits: int, iters: int, kinks: int, restarts: int, *, disagreed: str = "") -> str:
+    """What the fits of a point did, for its ``message``.
+
+    Example:
+        >>> fit_detail(5, 80, 0, 7, disagreed="starts disagreed: POI=1 on data by 0.148")
+        '5 fits, 80 Newton iterations, 7 second starts; starts disagreed: POI=1 on data by 0.148'
+    """
     detail = f"{n_fits} fits, {iters} Newton iterations"
     if kinks:
         detail += f", up to {kinks} parameters held at a kink"
     if restarts:
         detail += f", {restarts} second starts"
+    if disagreed:
+        detail += f"; {disagreed}"
     return detail
+
+
+def disagreement(spread: Sequence[float], names: Sequence[str], tolerance: float = 1e-4) -> str:
+    """Which fits of a point found different minima from different starts, and how far apart.
+
+    Args:
+        spread: per fit, the highest certified ``-2 log L`` of its starts minus the lowest
+            (:func:`~pyhf_dask.kernels.jax_starts.fit_family`; the lowest is kept).
+        names: the fits' names.
+        tolerance: spreads up to this are one minimum found twice (rounding).
+
+    Example:
+        >>> disagreement([0.0, 0.148, 1e-9], ["free", "POI=1 on data", "POI=1 on Asimov"])
+        'starts disagreed: POI=1 on data by 0.148 in -2lnL (the lowest kept)'
+        >>> disagreement([0.0, 0.0], ["free", "POI=1 on data"])
+        ''
+    """
+    parts = [
+        f"{name} by {float(s):.3g}"
+        for name, s in zip(names, spread, strict=True)
+        if np.isfinite(s) and s > tolerance
+    ]
+    if not parts:
+        return ""
+    return f"starts disagreed: {', '.join(parts)} in -2lnL (the lowest kept)"
 
 
 def fit_evidence(res: dict[str, np.ndarray], stack: Stack, row: int, k: int, gtol: float) -> str:
