@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -82,10 +83,21 @@ def test_a_visible_gpu_lets_the_scan_run(seed_grid: SignalGrid, fits: list[int])
     assert fits and np.isfinite(ds.CLs_obs.values).all()
 
 
-@pytest.mark.usefixtures("no_gpu")
-def test_cpu_and_default_devices_are_not_checked(seed_grid: SignalGrid) -> None:
+def test_cpu_and_default_devices_are_not_checked(
+    seed_grid: SignalGrid, fits: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[int] = []
+
+    def no_gpu_counted() -> list[str]:
+        asked.append(1)
+        return []
+
+    monkeypatch.setattr(gpu, "physical_gpus", no_gpu_counted)
     for device in (None, "cpu"):
-        pyhf_dask.scan(seed_grid, kernel="pyhf", device=device)
+        ds = pyhf_dask.scan(seed_grid, kernel="pyhf", device=device)
+        assert ds.sizes["point"] == len(seed_grid)
+    assert asked == []  # no GPU discovery at all for the CPU
+    assert fits == []  # and the scan is lazy: nothing fitted yet
 
 
 @pytest.mark.usefixtures("no_gpu")
@@ -127,7 +139,10 @@ def test_open_scheduler_refuses_local_executors_without_gpu(executor: str) -> No
     ):
         pytest.fail("no scheduler may be opened")
     with open_scheduler(executor, device="cpu") as scheduler:
-        assert scheduler is not None
+        # the scheduler asked for: "synchronous" runs a task in this thread, "threads" in a pool
+        ident = dask.delayed(threading.get_ident)().compute(scheduler=scheduler)
+        assert (ident == threading.get_ident()) == (executor == "synchronous")
+        assert dask.compute(dask.delayed(sum)([1, 2]), scheduler=scheduler) == (3,)
 
 
 @pytest.fixture(scope="module")

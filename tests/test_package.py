@@ -38,8 +38,21 @@ def test_public_names_in_the_main_process() -> None:
     assert pyhf_dask.scan.__module__ == "pyhf_dask.scan"
     assert callable(pyhf_dask.scan)
     assert hasattr(xr.Dataset(), "pyhf_dask")  # the accessor is registered
+    import importlib
+    import importlib.metadata
+    import types
+
     for name in pyhf_dask.__all__:
-        assert getattr(pyhf_dask, name) is not None, name
+        value = getattr(pyhf_dask, name)
+        if name == "__version__":
+            assert value == importlib.metadata.version("pyhf_dask")
+        elif isinstance(value, types.ModuleType):
+            assert value.__name__ == f"pyhf_dask.{name}", name
+        else:  # a function or class: the object of that name in the module defining it
+            assert value.__name__ == name, (name, value)
+            assert value.__module__.startswith("pyhf_dask."), (name, value.__module__)
+            home = importlib.import_module(value.__module__)
+            assert getattr(home, name) is value, name
     assert set(pyhf_dask.__all__) <= set(dir(pyhf_dask))
 
 

@@ -280,19 +280,32 @@ def _random_workspace(rng: np.random.Generator) -> tuple[dict[str, Any], list[An
         (4, "code1", "code4p"),
     ],
 )
+# SciPy's SLSQP warns when it clips a step to the bounds; under the suite's "error" filter
+# that warning made every reference fit raise, so no point was compared at all
+@pytest.mark.filterwarnings("ignore:Values in x were outside bounds:RuntimeWarning")
 def test_random_workspaces_match_pyhf(seed: int, normcode: str, histcode: str) -> None:
     ws, patches = _random_workspace(np.random.default_rng(seed))
     options = FitOptions(
         poi_values=(0.5, 1.0), normsys_interpcode=normcode, histosys_interpcode=histcode
     ).to_dict()
     ours = hypotest_chunk(ws, patches, options)
-    ref = reference.hypotest_chunk(ws, patches, options)
+    # pyhf at a tight SciPy tolerance: at its default, seed 1's free fit on the Asimov data
+    # stops in a direction the data barely constrain (-2 log L changes by 3e-5 over the POI
+    # range), so q_A = 0 and CLs = 1.0 at POI 0.5, where tolerance 1e-10 and 1e-12 give
+    # 0.99577 and 0.99574 (ours: 0.99574)
+    tight = {**options, "scipy_tolerance": 1e-12}
+    ref = reference.hypotest_chunk(ws, patches, tight)
     assert (ours["status"] == "converged").all(), ours["message"]
+    compared = 0
     for i in range(len(patches)):
         if ref["status"][i] != "converged":
             continue
         np.testing.assert_allclose(ours["CLs_obs"][i], ref["CLs_obs"][i], atol=2e-4)
         np.testing.assert_allclose(ours["CLs_exp"][i], ref["CLs_exp"][i], atol=2e-4)
+        compared += 1
+    # pyhf certifies all 3 points of every seed here: a comparison that skips them all
+    # (or most) checks nothing
+    assert compared == len(patches) == 3, ref["message"]
 
 
 def test_exact_hessian_matches_autodiff() -> None:
