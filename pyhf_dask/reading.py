@@ -17,9 +17,18 @@ import re
 import stat
 from typing import Any
 
-from pyhf_dask.exceptions import InputLimit, InvalidJSON
+from pyhf_dask.exceptions import InputError, InputLimit, InvalidJSON
 
-__all__ = ["MB", "limit", "load_json", "parse_json", "read_capped", "read_file", "too_large"]
+__all__ = [
+    "MB",
+    "check_input_path",
+    "limit",
+    "load_json",
+    "parse_json",
+    "read_capped",
+    "read_file",
+    "too_large",
+]
 
 #: Bytes in the MB of the ``max-*-size`` limits.
 MB = 1_000_000
@@ -100,6 +109,34 @@ def read_file(path: str | os.PathLike[str]) -> bytes:
         except OSError as exc:
             msg = f"{where}: cannot be read ({exc.strerror})"
             raise InvalidJSON(msg) from exc
+
+
+def check_input_path(path: str | os.PathLike[str]) -> None:
+    """Refuse, without opening it, an input argument that is neither a folder nor a regular
+    file (through links): a FIFO would block, a device (``/dev/zero``) be read forever.
+
+    A missing path is left to the reader, which names it.
+
+    Example:
+        >>> try:
+        ...     check_input_path("/dev/null")
+        ... except InputError as exc:
+        ...     print(exc)
+        /dev/null: not a regular file (a device or socket); only regular files and folders are read
+    """
+    where = os.fspath(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        msg = f"{where}: cannot be read ({exc.strerror})"
+        raise InputError(msg) from exc
+    if stat.S_ISDIR(mode) or stat.S_ISREG(mode):
+        return
+    kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+    msg = f"{where}: not a regular file ({kind}); only regular files and folders are read"
+    raise InputError(msg)
 
 
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')

@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 #: The lock a scan holds inside its store (an empty Zarr group naming the owner).
 LOCK_NAME = ".pyhf_dask.lock"
+#: Seconds after which a lock that names no owner is stale.
+_UNNAMED_STALE = 30.0
 
 
 def _owner_text(owner: dict[str, Any]) -> str:
@@ -66,10 +68,13 @@ def lock_store(path: str | os.PathLike[str], *, break_lock: bool = False) -> Ite
 
     Args:
         path: the store folder (created when missing).
-        break_lock: take over a lock that another scan holds or left behind.
+        break_lock: take over a lock held by a scan on another host (which cannot be
+            checked from here). A lock whose owner no longer runs on this host is taken
+            over without it, with a warning; one whose owner runs on this host never is.
 
     Raises:
-        StoreLocked: another scan holds the lock, or a dead one left it (stale).
+        StoreLocked: another scan on this host holds the lock, or one on another host
+            does and ``break_lock`` is not given.
     """
     path = Path(path)
     created = not path.exists()
@@ -101,22 +106,26 @@ def _read_owner(lock: Path) -> dict[str, Any]:
 def _take(lock: Path, path: Path, break_lock: bool) -> None:
     me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
     me["command"] = " ".join(sys.argv)[:500]
-    for _ in range(3):
+    for _ in range(5):
         try:
             lock.mkdir()  # atomic: exactly one scan succeeds
         except FileExistsError:
             owner = _read_owner(lock)
-            if break_lock:
-                log.warning("%s: breaking the lock of %s", path, _owner_text(owner))
-                shutil.rmtree(lock, ignore_errors=True)
-                continue
-            alive = _owner_alive(owner) if owner else True  # no owner yet: being taken
-            if alive is False:
-                msg = (
-                    f"{path} is locked by {_owner_text(owner)}, which no longer runs (a scan "
-                    "that crashed or was killed): rerun with --break-lock to take the store over"
+            alive = _owner_alive(owner) if owner else _being_taken(lock)
+            if alive is False:  # a dead owner on this host: safe to take over
+                log.warning(
+                    "%s: taking over the lock of %s, which no longer runs (a scan that "
+                    "crashed or was killed)",
+                    path,
+                    _owner_text(owner),
                 )
-            elif alive is None:
+                _remove_stale(lock, owner)
+                continue
+            if break_lock and alive is None:
+                log.warning("%s: breaking the lock of %s", path, _owner_text(owner))
+                _remove_stale(lock, owner)
+                continue
+            if alive is None:
                 msg = (
                     f"{path} is locked by {_owner_text(owner)} (cannot check another host): "
                     "rerun with --break-lock if that scan no longer runs"
@@ -126,12 +135,39 @@ def _take(lock: Path, path: Path, break_lock: bool) -> None:
                     f"{path} is in use by another scan ({_owner_text(owner)}): wait for it "
                     "to finish or choose another output"
                 )
+                if break_lock:
+                    msg += " (--break-lock takes over only a lock whose owner no longer runs)"
             raise StoreLocked(msg) from None
         meta = {"zarr_format": 3, "node_type": "group", "attributes": me}
         (lock / "zarr.json").write_text(json.dumps(meta))
         return
-    msg = f"{path}: could not take the lock"  # pragma: no cover - lost a race 3 times
+    msg = f"{path}: could not take the lock"  # pragma: no cover - lost a race 5 times
     raise StoreLocked(msg)
+
+
+def _being_taken(lock: Path) -> bool:
+    """A lock without an owner: being taken now, or left by a scan killed between making
+    it and naming itself (then older than a few seconds: stale)."""
+    try:
+        return time.time() - lock.stat().st_mtime < _UNNAMED_STALE
+    except OSError:
+        return True
+
+
+def _remove_stale(lock: Path, owner: dict[str, Any]) -> None:
+    """Remove the lock ``lock`` of ``owner``, never a newer one that another scan took
+    meanwhile: the lock is renamed away (atomic) and checked to be ``owner``'s."""
+    aside = lock.with_name(f"{lock.name}.stale-{os.getpid()}-{time.monotonic_ns()}")
+    try:
+        lock.rename(aside)
+    except FileNotFoundError:  # another scan removed it first
+        return
+    moved = _read_owner(aside)
+    if moved and moved != owner:  # a live scan's lock, taken after ours was read: put it back
+        with contextlib.suppress(OSError):
+            aside.rename(lock)
+            return
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def only_lock(path: Path) -> bool:

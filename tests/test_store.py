@@ -154,12 +154,9 @@ def test_sigkill_then_resume_fits_only_missing_points(seed_workspace, tmp_path):
     assert np.isnan(partial.CLs_obs.values[~done]).all()
 
     resume = [sys.executable, "-m", "pyhf_dask", "scan", *args, "-o", str(store), "--resume"]
-    refused = subprocess.run(resume, capture_output=True, text=True, check=False)
-    assert refused.returncode == 2  # the dead scan's lock is stale: breaking it is explicit
-    assert refused.stderr.startswith("Error [lock]: ") and refused.stderr.count("\n") == 1
-    assert f"locked by pid {proc.pid} on host" in refused.stderr
-    assert "no longer runs" in refused.stderr and "--break-lock" in refused.stderr
-    resumed = subprocess.run([*resume, "--break-lock"], capture_output=True, text=True, check=True)
+    # the dead scan's lock is stale (its pid is gone on this host): taken over, with a warning
+    resumed = subprocess.run(resume, capture_output=True, text=True, check=True)
+    assert f"taking over the lock of pid {proc.pid} on host" in resumed.stderr
     fitted = int(re.search(r"\((\d+) fitted in this run\)", resumed.stderr).group(1))
     assert fitted == n_points - int(done.sum())
 

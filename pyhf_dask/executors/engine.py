@@ -131,11 +131,10 @@ class LocalEndpointExecutor(cf.Executor):
         from globus_compute_endpoint import engines
 
         if engine == "process":
-            import multiprocessing
+            from pyhf_dask.executors.owned import owned_context
 
-            pool = engines.ProcessPoolEngine(
-                max_workers=self.workers, mp_context=multiprocessing.get_context("spawn")
-            )
+            # spawned workers that die with this process, however it ends
+            pool = engines.ProcessPoolEngine(max_workers=self.workers, mp_context=owned_context())
             pool.max_retries_on_system_failure = retries  # not a constructor argument here
             return pool
         from parsl.providers import LocalProvider
@@ -161,6 +160,13 @@ class LocalEndpointExecutor(cf.Executor):
         gce.executor.launch_cmd = gce.executor.launch_cmd.replace(
             "globus-compute-endpoint ", f"{command} ", 1
         )
+        from pyhf_dask.executors.owned import owned_command, owned_launch_cmd
+
+        # interchange, worker pool and workers die with this process, however it ends
+        gce.executor.interchange_launch_cmd = owned_command(
+            list(gce.executor.interchange_launch_cmd), remove=self._tmp
+        )
+        gce.executor.launch_cmd = owned_launch_cmd(gce.executor.launch_cmd)
         return gce
 
     def pack(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:

@@ -25,6 +25,8 @@ it was used) that adds what a long scan needs:
 
 Workers ignore SIGINT (the parent handles Ctrl-C and stops them) and take the parent's
 log level for pyhf, so pyhf's logged tracebacks never reach the terminal from a worker.
+They die with the parent however it ends, SIGKILL included (a parent-death signal and an
+orphan check, :mod:`pyhf_dask.executors.owned`).
 
 Example:
     >>> with LocalProcessPool(1) as pool:  # doctest: +SKIP
@@ -40,7 +42,6 @@ import functools
 import importlib
 import itertools
 import logging
-import multiprocessing
 import os
 import signal
 import threading
@@ -48,6 +49,8 @@ import time
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
+
+from pyhf_dask.executors.owned import owned_context
 
 __all__ = ["LocalProcessPool", "open_pool", "stop_processes"]
 
@@ -166,7 +169,7 @@ class LocalProcessPool(cf.Executor):
         self.preload = tuple(preload)
         self.grace = grace
         self.environments = [dict(e) for e in environments] if environments else None
-        self._ctx = multiprocessing.get_context("spawn")
+        self._ctx = owned_context()  # spawn; workers die with this process, however it ends
         self._lock = threading.Lock()
         self._events = self._ctx.SimpleQueue()
         self._ids = itertools.count()

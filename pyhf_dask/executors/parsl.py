@@ -28,7 +28,7 @@ from pyhf_dask._optional import require
 from pyhf_dask.exceptions import InvalidOption
 from pyhf_dask.executors.adapter import ExecutorScheduler
 
-__all__ = ["load_config", "local_config", "open_parsl"]
+__all__ = ["load_config", "local_config", "open_parsl", "own_processes"]
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +119,7 @@ def open_parsl(
     if config is None:
         tmp = tempfile.mkdtemp(prefix="pyhf-dask-parsl-")
         parsl_config = local_config(workers, run_dir=os.path.join(tmp, "runinfo"))
+        own_processes(parsl_config, remove=tmp)
     elif isinstance(config, str | os.PathLike):
         parsl_config = load_config(config)
     else:
@@ -152,6 +153,29 @@ def open_parsl(
                 log.info("stopping %d Parsl processes left running", len(left))
                 stop_processes(left, grace=float(settings.get("executor.stop-grace")))
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def own_processes(config: Any, *, remove: str | None = None) -> None:
+    """Make the local processes of ``config`` die with this process, however it ends.
+
+    The interchange and the worker pool of each HighThroughputExecutor on a
+    ``LocalProvider`` are started through the watcher of
+    :mod:`pyhf_dask.executors.owned`: when this process ends first (SIGKILL, an
+    out-of-memory kill), they and their workers are killed and ``remove`` (the run
+    folder) is deleted.
+    """
+    from parsl.providers import LocalProvider
+
+    from pyhf_dask.executors.owned import owned_command, owned_launch_cmd
+
+    for executor in getattr(config, "executors", []):
+        if not isinstance(getattr(executor, "provider", None), LocalProvider):
+            continue
+        launch = getattr(executor, "interchange_launch_cmd", None)
+        if launch:
+            executor.interchange_launch_cmd = owned_command(list(launch), remove=remove)
+        if isinstance(getattr(executor, "launch_cmd", None), str):
+            executor.launch_cmd = owned_launch_cmd(executor.launch_cmd)
 
 
 @contextlib.contextmanager
