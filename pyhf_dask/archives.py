@@ -6,7 +6,8 @@ memory, member by member, after every member has passed the checks of
 nothing is ever written outside; an archive's members together are capped
 (``max-archive-size`` MB, ``max-archive-members``) and each member by ``max-file-size``
 (:mod:`pyhf_dask.reading`). :func:`find_region` picks the folder holding a background-only
-workspace and its patches (a patchset or HEPData ``patch.*.json`` files).
+workspace and its patches (a patchset or HEPData patch files, named ``patch.<name>.json``
+or ``patch_<name>.json``: both forms are published).
 """
 
 from __future__ import annotations
@@ -23,32 +24,76 @@ from typing import Any
 from pyhf_dask.exceptions import InvalidArchive, InvalidPatch
 from pyhf_dask.reading import MB, limit, parse_json, read_capped, read_file, too_large
 
-__all__ = ["FileTree", "Region", "find_region", "is_bkg_only", "patch_name", "zlib_errors"]
+__all__ = [
+    "PATCH_PREFIXES",
+    "FileTree",
+    "Region",
+    "find_region",
+    "is_bkg_only",
+    "is_patch_file",
+    "patch_name",
+    "zlib_errors",
+]
 
-_PATCH_PREFIX = "patch."
+#: The prefixes of HEPData jsonpatch file names: ``patch.<name>.json`` (the sbottom
+#: record, ins1748602) and ``patch_<name>.json`` (the 1Lbb record, ins1755298).
+PATCH_PREFIXES = ("patch.", "patch_")
 
 
 def is_bkg_only(path: PurePosixPath) -> bool:
     """Whether a file name is a background-only workspace (``BkgOnly.json``, ``bkgonly_SR.json``).
 
+    Patch files (``patch.*``, ``patch_*``) and patchsets are not, whatever else they say.
+
     Example:
         >>> is_bkg_only(PurePosixPath("RegionA/BkgOnly.json"))
         True
+        >>> is_bkg_only(PurePosixPath("1Lbb/patch_BkgOnly_1000_0.json"))
+        False
     """
     name = path.name.lower()
-    return name.startswith("bkgonly") and name.endswith(".json")
+    return (
+        name.startswith("bkgonly")
+        and name.endswith(".json")
+        and not is_patch_file(path)
+        and "patchset" not in name
+    )
+
+
+def is_patch_file(path: PurePosixPath) -> bool:
+    """Whether a file name is a HEPData jsonpatch file: ``patch.<name>.json`` or
+    ``patch_<name>.json`` (a name holding ``patchset`` is a patchset, not a patch).
+
+    Example:
+        >>> [is_patch_file(PurePosixPath(n)) for n in
+        ...  ("patch.sbottom_1_2_3.json", "patch_C1N2_Wh_hbb_1000_0.json", "patchset.json")]
+        [True, True, False]
+    """
+    name = path.name
+    return (
+        name.startswith(PATCH_PREFIXES)
+        and name.endswith(".json")
+        and len(name) > len("patch..json")
+        and "patchset" not in name.lower()
+    )
 
 
 def patch_name(filename: str) -> str:
-    """Name of a HEPData jsonpatch file: the file name without ``patch.`` and ``.json``.
+    """Name of a HEPData jsonpatch file: the file name without ``patch.`` (or ``patch_``)
+    and ``.json``.
 
     Example:
         >>> patch_name("RegionA/patch.sbottom_1300_205_60.json")
         'sbottom_1300_205_60'
+        >>> patch_name("1Lbb/patch_C1N2_Wh_hbb_1000_0.json")
+        'C1N2_Wh_hbb_1000_0'
     """
     name = PurePosixPath(filename).name
     name = name.removesuffix(".json")
-    return name.removeprefix(_PATCH_PREFIX)
+    for prefix in PATCH_PREFIXES:
+        if name.startswith(prefix) and len(name) > len(prefix):
+            return name[len(prefix) :]
+    return name
 
 
 def zlib_errors() -> type[Exception]:
@@ -214,7 +259,7 @@ def find_region(tree: FileTree, region: str | None) -> Region:
         msg = f"{tree.where(folder)}: holds several background-only workspaces ({names})"
         raise InvalidArchive(msg)
     workspace = workspaces[0]
-    patch_files = tuple(p for p in files if p.name.startswith(_PATCH_PREFIX))
+    patch_files = tuple(p for p in files if is_patch_file(p))
     patchsets = [p for p in files if "patchset" in p.name.lower()]
     if patch_files and patchsets:
         msg = f"{tree.where(folder)}: holds both patch files and a patchset; use one"
@@ -224,5 +269,6 @@ def find_region(tree: FileTree, region: str | None) -> Region:
         raise InvalidArchive(msg)
     if not patch_files and not patchsets:
         msg = f"{tree.where(folder)}: holds no patch.*.json files and no patchset"
+        msg += " (nor patch_*.json files)"
         raise InvalidPatch(msg)
     return Region(tree, workspace, patchsets[0] if patchsets else None, patch_files)

@@ -43,7 +43,7 @@ import numpy as np
 import xarray as xr
 
 from pyhf_dask._optional import require
-from pyhf_dask.exceptions import InvalidOption
+from pyhf_dask.exceptions import InvalidOption, NoUsableResults
 from pyhf_dask.planes import (
     CURVES,
     Plane,
@@ -116,6 +116,9 @@ class Contours(NamedTuple):
     n_points: int
     n_failed: int
     contours: tuple[Contour, ...]
+    #: Unit of each coordinate (axes and slice), ``None`` where unknown: a coordinate's
+    #: ``units`` attribute, else GeV for mass-like names (``msb``, ``mn1``, ``m12``).
+    units: Mapping[str, str | None] | None = None
 
     def get(self, curve: str) -> Contour:
         """The contour of ``curve`` (``"obs"``, ``"exp"``, ``"exp+1"``, ...)."""
@@ -138,6 +141,7 @@ class Contours(NamedTuple):
             "poi": self.poi,
             "n_points": self.n_points,
             "n_failed": self.n_failed,
+            "units": dict(self.units) if self.units is not None else _units(self),
             "contours": [
                 {
                     "curve": c.curve,
@@ -244,7 +248,7 @@ def _check_usable(plane: Plane, curve: str, usable: np.ndarray) -> None:
             f"a contour needs at least 3 usable points, but only {n_usable} of {where} are "
             f"usable ({n_failed} failed; {hint})"
         )
-    raise InvalidOption(msg)
+    raise NoUsableResults(msg)
 
 
 def plane_mesh(
@@ -310,7 +314,16 @@ def find_contours(
     plane = select_plane(
         ds, x=x, y=y, where=where, poi=poi, quantity=quantity, mix_slices=mix_slices
     )
-    return trace(plane, curves=curves, cl=cl, quantity=quantity, how=how, resolution=resolution)
+    found = trace(plane, curves=curves, cl=cl, quantity=quantity, how=how, resolution=resolution)
+    return found._replace(units=_units(found, ds))
+
+
+def _units(found: Contours, ds: xr.Dataset | None = None) -> dict[str, str | None]:
+    """The unit of the axes and the slice coordinates of ``found`` (see ``Contours.units``)."""
+    from pyhf_dask.figures import unit_of
+
+    names = dict.fromkeys([found.x_name, found.y_name, *found.selection])
+    return {name: unit_of(name, ds) for name in names}
 
 
 def trace(

@@ -1,9 +1,10 @@
 """Signal grids: a background-only workspace plus one signal hypothesis per grid point.
 
 A :class:`SignalGrid` is built from a pyhf ``PatchSet``, from HEPData jsonpatch files, from a
-folder or ``.tar.gz`` archive holding either (the points are read by :mod:`pyhf_dask.points`),
-or from a Python function over a regular grid, whose patches (or signal yields) are made
-where a chunk is fitted (:class:`FunctionPatches`).
+folder or ``.tar.gz`` archive holding either (the points are read by :mod:`pyhf_dask.points`;
+an archive may be given by URL or DOI: :mod:`pyhf_dask.download`), from one workspace that
+holds its signal already (a one-point grid), or from a Python function over a regular grid,
+whose patches (or signal yields) are made where a chunk is fitted (:class:`FunctionPatches`).
 
 Example:
     >>> ws = simple_workspace(signal=[12.0, 11.0], bkg=[50.0, 52.0],
@@ -33,6 +34,7 @@ from pyhf_dask.exceptions import InvalidGrid, InvalidOption, InvalidPatch
 from pyhf_dask.inputs import check_workspace, load_json
 from pyhf_dask.points import (
     Points,
+    check_labels,
     check_patch,
     load,
     parse_coordinates,
@@ -96,6 +98,12 @@ def materialize(source: Sequence[Patch] | FunctionPatches) -> Sequence[Patch]:
     if isinstance(source, FunctionPatches):
         return source.materialize()
     return source if isinstance(source, SignalArrays) else list(source)
+
+
+def _is_json_file(path: str | os.PathLike[str]) -> bool:
+    """A regular file (or a FIFO, a device: refused when read) named ``*.json``."""
+    path = Path(path)
+    return path.suffix.lower() == ".json" and path.exists() and not path.is_dir()
 
 
 def _digest(obj: Any) -> str:
@@ -167,17 +175,64 @@ class SignalGrid:
         patchset: str | os.PathLike[str] | dict[str, Any],
         *,
         labels: Sequence[str] | None = None,
+        ignore_digest: bool = False,
     ) -> SignalGrid:
         """Grid from a background-only workspace and a pyhf ``PatchSet``.
 
         Coordinates come from the patchset's ``labels`` and each patch's ``values``.
+        ``ignore_digest=True`` uses a patchset whose digests do not match the workspace
+        (e.g. one made for a simplified likelihood), with a warning naming the mismatch;
+        by default it is refused.
         """
         ws_where = where(workspace, "workspace")
         spec = check_workspace(load(workspace), ws_where)
         points = patchset_points(
-            spec, load(patchset), ws_where, where(patchset, "patchset"), labels
+            spec,
+            load(patchset),
+            ws_where,
+            where(patchset, "patchset"),
+            labels,
+            ignore_digest=ignore_digest,
         )
         return cls._from_points(spec, points)
+
+    @classmethod
+    def from_workspace(
+        cls,
+        workspace: str | os.PathLike[str] | dict[str, Any],
+        *,
+        name: str | None = None,
+        labels: Sequence[str] | None = None,
+    ) -> SignalGrid:
+        """One-point grid: a workspace that holds its signal already (as ``pyhf cls ws.json``).
+
+        The point is named ``name``, by default the file's stem (``"workspace"`` for a
+        dict), and its patch is empty. With ``labels``, the numbers in the name are its
+        coordinates (as for patch files); without, the grid has no coordinates.
+
+        Example:
+            >>> ws = simple_workspace([5.0], [50.0], [5.0], [52.0])
+            >>> grid = SignalGrid.from_workspace(ws, name="model_300_100", labels=["m1", "m2"])
+            >>> grid.names, grid.values.tolist(), grid.patches
+            (('model_300_100',), [[300.0, 100.0]], ([],))
+        """
+        ws_where = where(workspace, "workspace")
+        spec = check_workspace(load(workspace), ws_where)
+        if name is None:
+            name = "workspace" if isinstance(workspace, dict) else Path(ws_where).stem
+        values: tuple[float, ...] = ()
+        names: tuple[str, ...] = ()
+        if labels:
+            values = parse_coordinates(name)
+            names = check_labels(labels, len(values), f"{ws_where} (point {name!r})")
+        return cls(
+            workspace=spec,
+            names=(name,),
+            labels=names,
+            values=np.array([values], dtype=np.float64),
+            patches=([],),
+            source=ws_where,
+        )
 
     @classmethod
     def _from_points(cls, spec: dict[str, Any], points: Points) -> SignalGrid:
@@ -208,21 +263,49 @@ class SignalGrid:
         *,
         region: str | None = None,
         labels: Sequence[str] | None = None,
+        ignore_digest: bool = False,
     ) -> SignalGrid:
         """Grid from a folder or a ``.tar.gz`` archive holding ``BkgOnly.json`` and patches.
 
+        Patch files may be named ``patch.<name>.json`` or ``patch_<name>.json`` (the point
+        is ``<name>``). A URL or a DOI (``https://doi.org/10.17182/...``) is downloaded
+        first, into the download cache (:func:`pyhf_dask.download.fetch`), and read as a
+        local archive. A single ``.json`` file is a workspace with its signal in it: a
+        one-point grid (:meth:`from_workspace`).
+
         Args:
-            path: folder or archive.
+            path: folder, archive, URL or DOI of an archive, or a workspace file.
             region: sub-folder to use when there are several (e.g. ``"RegionA"``).
             labels: coordinate names for patch files (patchsets carry their own).
+            ignore_digest: use a patchset whose digests do not match the workspace, with a
+                warning (see :meth:`from_patchset`).
         """
+        from pyhf_dask.download import fetch, is_remote
+
+        if is_remote(path):
+            url = os.fspath(path)
+            local = fetch(url)
+            grid = cls.from_path(local, region=region, labels=labels, ignore_digest=ignore_digest)
+            return replace(grid, source=grid.source.replace(os.fspath(local), url, 1))
+        if _is_json_file(path):
+            if region is not None:
+                msg = f"{os.fspath(path)}: --region only applies to a folder or archive input"
+                raise InvalidGrid(msg)
+            return cls.from_workspace(path, labels=labels)
         tree = FileTree.open(path)
         found = find_region(tree, region)
         ws_where = tree.where(found.workspace)
         spec = check_workspace(tree.load(found.workspace), ws_where)
         if found.patchset is not None:
             ps_where = tree.where(found.patchset)
-            points = patchset_points(spec, tree.load(found.patchset), ws_where, ps_where, labels)
+            points = patchset_points(
+                spec,
+                tree.load(found.patchset),
+                ws_where,
+                ps_where,
+                labels,
+                ignore_digest=ignore_digest,
+            )
             return cls._from_points(spec, points)
         loaded = [(tree.where(p), tree.load(p)) for p in found.patch_files]
         return cls._from_points(spec, patch_file_points(loaded, labels, source=ws_where))
@@ -234,22 +317,28 @@ class SignalGrid:
         *,
         region: str | None = None,
         labels: Sequence[str] | None = None,
+        ignore_digest: bool = False,
     ) -> SignalGrid:
         """Grid from command-line style inputs.
 
-        - one folder or archive: :meth:`from_path`;
+        - one folder or archive (or its URL or DOI): :meth:`from_path`;
+        - one workspace with its signal in it: a one-point grid (:meth:`from_workspace`);
         - a workspace and a pyhf ``PatchSet``: :meth:`from_patchset`;
         - a workspace and jsonpatch files: :meth:`from_patch_files`.
+
+        ``ignore_digest``: see :meth:`from_patchset`.
         """
+        from pyhf_dask.download import fetch, is_remote
+
         if not paths:
             msg = "no input given: a folder, an archive, or a workspace and its patches"
             raise InvalidGrid(msg)
-        first = Path(paths[0])
         if len(paths) == 1:
-            if first.suffix == ".json" and first.is_file():
-                msg = f"{first}: a workspace needs patches (a patchset or patch files) after it"
-                raise InvalidGrid(msg)
-            return cls.from_path(first, region=region, labels=labels)
+            return cls.from_path(
+                paths[0], region=region, labels=labels, ignore_digest=ignore_digest
+            )
+        paths = [fetch(os.fspath(p)) if is_remote(p) else p for p in paths]
+        first = Path(paths[0])
         if region is not None:
             msg = "--region only applies to a folder or archive input"
             raise InvalidGrid(msg)
@@ -263,7 +352,9 @@ class SignalGrid:
         ws_where = os.fspath(first)
         spec = check_workspace(load_json(first), ws_where)
         if patchset is not None:
-            points = patchset_points(spec, patchset, ws_where, ps_where, labels)
+            points = patchset_points(
+                spec, patchset, ws_where, ps_where, labels, ignore_digest=ignore_digest
+            )
         else:
             points = patch_file_points(loaded, labels, source=ws_where)
         return cls._from_points(spec, points)

@@ -20,12 +20,15 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any, NamedTuple
 
 from pyhf_dask.exceptions import InvalidPatch
 
-__all__ = ["PatchSpec", "read_patchset", "verify_digests"]
+__all__ = ["OVERRIDE", "PatchSpec", "read_patchset", "verify_digests"]
+
+log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[a-zA-Z0-9_]+$")
 #: A JSON pointer (RFC 6901) as ``jsonpointer`` parses it when pyhf builds a patch.
@@ -176,11 +179,61 @@ def read_patchset(spec: Any, where: str) -> list[PatchSpec]:
     return out
 
 
-def verify_digests(spec: Any, workspace: dict[str, Any], ws_where: str, where: str) -> None:
-    """Raise unless every digest of the patchset matches the workspace (``PatchSet.verify``)."""
+#: How the refusal of a digest mismatch can be overridden, named in its message.
+OVERRIDE = "--ignore-digest (ignore_digest=True in Python)"
+
+
+def verify_digests(
+    spec: Any,
+    workspace: dict[str, Any],
+    ws_where: str,
+    where: str,
+    *,
+    ignore: bool = False,
+) -> list[str]:
+    """Raise unless every digest of the patchset matches the workspace (``PatchSet.verify``).
+
+    A patchset made for another serialisation of the workspace (a simplified likelihood
+    from ``simplify``, a workspace re-serialised or pruned) fails this check although its
+    patches may apply; pyhf's ``Workspace.model(patches=...)`` and ``pyhf cls --patch`` do
+    not check. With ``ignore=True`` a mismatch is logged as a warning naming both digests
+    and the patches are used anyway.
+
+    Returns:
+        The mismatches found (``"sha256 <patchset's> != <workspace's>"``), empty when every
+        digest matches.
+
+    Raises:
+        InvalidPatch: a digest does not match and ``ignore`` is false; the message names
+            the override.
+
+    Example:
+        >>> ws = {"channels": [], "observations": [], "measurements": [], "version": "1.0.0"}
+        >>> verify_digests({"metadata": {"digests": {"sha256": "0" * 64}}}, ws, "ws.json",
+        ...                "ps.json", ignore=True)[0][:23]
+        'sha256 000000000000 != '
+    """
     from pyhf_dask.schema import digest as digest_of
 
+    mismatches = []
     for algorithm, digest in spec["metadata"]["digests"].items():
-        if digest_of(workspace, algorithm=algorithm) != digest:
-            msg = f"{where}: patchset digest does not match the workspace {ws_where}"
-            raise InvalidPatch(msg)
+        actual = digest_of(workspace, algorithm=algorithm)
+        if actual != digest:
+            mismatches.append(f"{algorithm} {str(digest)[:12]} != {actual[:12]}")
+    if not mismatches:
+        return mismatches
+    what = (
+        f"{where}: patchset digest does not match the workspace {ws_where} "
+        f"({'; '.join(mismatches)})"
+    )
+    if not ignore:
+        msg = (
+            f"{what}; if these patches are meant for this workspace (e.g. a simplified "
+            f"likelihood), pass {OVERRIDE}"
+        )
+        raise InvalidPatch(msg)
+    log.warning(
+        "%s; used anyway (digest check skipped: the patches may not be meant for this workspace)",
+        what,
+    )
+    return mismatches

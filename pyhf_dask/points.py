@@ -1,7 +1,8 @@
 """The points of a signal grid from published inputs: names, coordinates and patches.
 
 A pyhf ``PatchSet`` carries its labels and each patch's coordinates; HEPData jsonpatch
-files (``patch.<name>.json``) carry them in their names (``sbottom_1300_205_60``; a ``p``
+files (``patch.<name>.json`` or ``patch_<name>.json``, the point named ``<name>`` either
+way) carry them in their names (``sbottom_1300_205_60``; a ``p``
 is a decimal point, ``100p5`` reads 100.5). Both become :class:`Points`, from which
 :class:`~pyhf_dask.grid.SignalGrid` is made; every problem is one
 :mod:`pyhf_dask.exceptions` error naming the file.
@@ -77,16 +78,19 @@ def patchset_points(
     ws_where: str,
     ps_where: str,
     labels: Sequence[str] | None,
+    *,
+    ignore_digest: bool = False,
 ) -> Points:
     """The points of a pyhf ``PatchSet`` spec, verified against the workspace ``spec``.
 
     Coordinates come from the patchset's ``labels`` (renamed by ``labels``) and each
-    patch's ``values``.
+    patch's ``values``. ``ignore_digest``: a digest that does not match the workspace is
+    a warning instead of an error (:func:`~pyhf_dask.patchsets.verify_digests`).
     """
     from pyhf_dask.patchsets import read_patchset, verify_digests
 
     patches = read_patchset(ps_spec, ps_where)  # pyhf.PatchSet's checks, fast
-    verify_digests(ps_spec, spec, ws_where, ps_where)
+    verify_digests(ps_spec, spec, ws_where, ps_where, ignore=ignore_digest)
     meta_labels = tuple(ps_spec["metadata"]["labels"])
     return Points(
         names=tuple(p.name for p in patches),
@@ -103,8 +107,9 @@ def patch_file_points(
 ) -> Points:
     """The points of parsed jsonpatch files ``(file, operations)``, sorted by name.
 
-    Coordinates are the numbers in each name; ``labels`` names them (default
-    ``x0, x1, ...``).
+    A point's name is its file name without ``patch.`` or ``patch_`` and ``.json``; both
+    forms may be mixed, but two files naming one point are refused. Coordinates are the
+    numbers in each name; ``labels`` names them (default ``x0, x1, ...``).
     """
     if not loaded:
         msg = f"{source}: no patch files given"
@@ -112,9 +117,16 @@ def patch_file_points(
     names: list[str] = []
     coords: list[tuple[float, ...]] = []
     patches: list[Patch] = []
-    for file, ops in sorted(loaded, key=lambda item: patch_name(item[0])):
+    files: dict[str, str] = {}
+    from pyhf_dask.results import natural_key  # numbers as numbers: _300_ before _1000_
+
+    for file, ops in sorted(loaded, key=lambda item: natural_key(patch_name(item[0]))):
         check_patch(ops, file)
         name = patch_name(file)
+        if name in files:  # patch.A.json and patch_A.json in one folder
+            msg = f"{file}: names the same point {name!r} as {files[name]}; keep one of them"
+            raise InvalidGrid(msg)
+        files[name] = file
         values = parse_coordinates(name)
         if not values:
             msg = f"{file}: no grid coordinates can be parsed from the patch name {name!r}"

@@ -36,12 +36,23 @@ COMMANDS = {
     "scan": "pyhf_dask.cli.scan:scan",
     "plot": "pyhf_dask.cli.plot:plot",
     "contour": "pyhf_dask.cli.plot:contour",
+    "combine": "pyhf_dask.cli.combine:combine",
 }
 
 
 class _Group(click.Group):
     """A click group that prints pyhf_dask errors as one line and exits with status 2, and
     imports its commands (:data:`COMMANDS`) when they are asked for."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """``--debug`` is taken anywhere before ``--`` (``pyhf-dask scan ... --debug`` as
+        ``pyhf-dask --debug scan ...``), as every ``[internal]`` error asks for it."""
+        args = list(args)
+        end = args.index("--") if "--" in args else len(args)
+        if "--debug" in args[1:end]:
+            rest = [a for a in args[:end] if a != "--debug"]
+            args = ["--debug", *rest, *args[end:]]
+        return super().parse_args(ctx, args)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *COMMANDS})
@@ -90,13 +101,27 @@ QUIET_LOGGERS = (
 )
 
 
+#: Engines whose logs reach the terminal only with ``-v`` (even their errors: a lost worker
+#: or connection is reported by the scan itself).
+ENGINE_LOGGERS = (
+    "asyncio",
+    "distributed",
+    "globus_compute_endpoint",
+    "globus_compute_sdk",
+    "globus_sdk",
+    "parsl",
+    "tornado",
+)
+
+
 def configure_logging(verbose: int = 0, *, debug: bool = False) -> None:
     """Log at WARNING by default, INFO with ``-v``, DEBUG with ``-vv`` or ``--debug``.
 
     Libraries set their own levels (distributed logs at INFO from its configuration, pyhf
     logs every modifier it adds): without ``-v`` their loggers are set to WARNING, and Dask's
     ``logging`` configuration (which spawned workers read too, through the environment) says
-    the same. pyhf logs expected failures (a model that cannot be built) with tracebacks at
+    the same; the engines' loggers (:data:`ENGINE_LOGGERS`) are silenced below CRITICAL.
+    pyhf logs expected failures (a model that cannot be built) with tracebacks at
     ERROR; pyhf_dask reports them itself in one line, so pyhf is silent below ``-vv``.
     """
     import dask
@@ -108,8 +133,12 @@ def configure_logging(verbose: int = 0, *, debug: bool = False) -> None:
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(library_level)
     if verbose < 1:
-        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
-        dask.config.set({"logging.distributed": "warning"})
+        # the engines' own reports of lost workers and closed connections (tracebacks of
+        # WorkerLost, CommClosedError) are what the scan reports in one line itself
+        for name in ENGINE_LOGGERS:
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "critical")
+        dask.config.set({"logging.distributed": "critical"})
     pyhf_level = logging.DEBUG if debug or verbose > 1 else logging.CRITICAL
     logging.getLogger("pyhf").setLevel(pyhf_level)
 

@@ -368,9 +368,9 @@ def main() -> None:
     write(
         "33_bad_output_suffix",
         good,
-        [*std, "-o", "{case}/out.csv"],
+        [*std, "-o", "{case}/out.txt"],
         "option",
-        r"out\.csv: output must end in \.nc or \.zarr",
+        r"out\.txt: output must end in \.nc or \.zarr",
     )
     write(
         "34_resume_without_store",
