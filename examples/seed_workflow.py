@@ -1,8 +1,10 @@
 """The seed notebook's flow with pyhf_dask: a simple model, a POI scan, the Brazil band and
 the upper limit, checked against pyhf's own ``upper_limit``.
 
-Run: ``python examples/seed_workflow.py [--plot brazil.png]`` (the plot needs the ``plot``
-extra).
+Run it (the plot needs the ``plot`` extra)::
+
+    python examples/seed_workflow.py
+    python examples/seed_workflow.py --plot brazil.png
 """
 
 from __future__ import annotations

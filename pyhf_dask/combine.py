@@ -32,9 +32,9 @@ import numpy as np
 import xarray as xr
 
 from pyhf_dask.exceptions import InvalidOption
-from pyhf_dask.results import STATUS_FLAGS, TEXT
+from pyhf_dask.results import STATUS_FLAGS, TEXT, as_text, natural_order
 
-__all__ = ["best_expected", "combine_regions"]
+__all__ = ["best_expected", "combine_regions", "uniform_chunks"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,52 @@ def _fill_values(ds: xr.Dataset) -> dict[str, Any]:
         else:
             fill[name] = np.nan
     return fill
+
+
+def _point_chunk(datasets: list[xr.Dataset]) -> int | None:
+    """The largest chunk along ``point`` of the lazy inputs (``None``: none is lazy)."""
+    sizes = [
+        max(var.chunksizes["point"])
+        for ds in datasets
+        for var in ds.data_vars.values()
+        if var.chunks is not None and "point" in var.dims
+    ]
+    return max(sizes) if sizes else None
+
+
+def _text(var: xr.DataArray) -> xr.DataArray:
+    """``var`` as variable-length strings (:data:`TEXT`), lazily where it is lazy.
+
+    ``xr.align``, ``xr.concat`` and ``apply_ufunc`` drop the dtype's ``element_type`` mark,
+    and a lazy ``object`` variable without it is computed by ``to_zarr``/``to_netcdf`` to
+    choose its type: every fit would run once more.
+    """
+    if var.chunks is None:
+        return var.copy(data=as_text(var.values))
+    return var.copy(data=var.data.map_blocks(as_text, dtype=TEXT))
+
+
+def uniform_chunks(ds: xr.Dataset, size: int | None) -> xr.Dataset:
+    """Every lazy variable of ``ds`` in chunks of ``size`` points and whole along its other
+    dimensions; text variables marked as :data:`TEXT`.
+
+    Zarr needs chunks of one size (the last may be smaller); aligning regions of other
+    points or chunk sizes gives uneven ones. Rechunking adds no fit task.
+
+    Example:
+        >>> ds = xr.Dataset({"a": ("point", np.arange(5.0))}).chunk({"point": (1, 3, 1)})
+        >>> uniform_chunks(ds, 2).a.chunks
+        ((2, 2, 1),)
+    """
+    out = ds.copy()
+    for name, var in ds.data_vars.items():
+        new = var
+        if new.chunks is not None and size is not None and "point" in new.dims:
+            new = new.chunk({dim: size if dim == "point" else -1 for dim in new.dims})
+        if new.dtype.kind == "O" and name in ("message", "best_region"):
+            new = _text(new)
+        out[name] = new
+    return out
 
 
 def _union_labels(aligned: list[xr.Dataset], names: list[str]) -> dict[str, xr.DataArray]:
@@ -113,6 +159,10 @@ def combine_regions(regions: Mapping[str, xr.Dataset], *, dim: str = "region") -
     for ds in datasets:
         fill.update(_fill_values(ds))
     aligned = list(xr.align(*datasets, join="outer", fill_value=fill))
+    union = aligned[0].indexes.get("point")
+    if union is not None:  # pandas sorts the union as text: numbers as numbers instead
+        order = natural_order(union.astype(str).tolist())
+        aligned = [ds.isel(point=order) for ds in aligned]
     labels = _union_labels(aligned, names)
     aligned = [ds.assign_coords(labels) for ds in aligned]
     combined = xr.concat(
@@ -132,7 +182,7 @@ def combine_regions(regions: Mapping[str, xr.Dataset], *, dim: str = "region") -
             combined = combined.assign_coords({key: (dim, np.array(values, dtype=object))})
     if "status" in combined:
         combined["status"] = combined["status"].astype(np.int8)
-    return combined
+    return uniform_chunks(combined, _point_chunk(datasets))
 
 
 def _score(combined: xr.Dataset) -> xr.DataArray:
@@ -222,4 +272,4 @@ def best_expected(combined: xr.Dataset, *, dim: str = "region") -> xr.Dataset:
     coords = {k: v for k, v in combined.coords.items() if dim not in v.dims}
     best = xr.Dataset(out, coords=coords, attrs=combined.attrs)
     best.attrs["selection"] = "per point, the region with the best expected sensitivity"
-    return best
+    return uniform_chunks(best, _point_chunk([combined]))

@@ -16,6 +16,7 @@ __all__ = [
     "InvalidPatch",
     "InvalidWorkspace",
     "MissingDependency",
+    "NoUsableResults",
     "OutputError",
     "PyhfDaskError",
     "SettingsMismatch",
@@ -69,6 +70,13 @@ class InvalidOption(InputError):
     """An option has a value that is not allowed."""
 
     category = "option"
+
+
+class NoUsableResults(InvalidOption):
+    """A result has too few fitted points for what was asked (every fit failed, or the
+    points are still pending in an interrupted store)."""
+
+    category = "results"
 
 
 class SettingsMismatch(InputError):

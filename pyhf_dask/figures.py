@@ -68,6 +68,8 @@ _LEGEND_ORDER = (
     "Kinematic",
     "Fitted",
     "Failed",
+    "Pending",
+    "Missing",
 )
 
 

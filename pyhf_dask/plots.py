@@ -48,6 +48,7 @@ from pyhf_dask.figures import (
     finish,
     legend,
     new_axes,
+    poi_symbol,
     save_figure,
     slice_text,
     unit_of,
@@ -73,6 +74,44 @@ log = logging.getLogger(__name__)
 _MARGIN = 0.03
 
 
+#: Points without a fit yet, or not in this region: status -> (legend text, hollow marker).
+_NOT_FITTED = {"pending": ("Pending, not fitted yet", "o"), "missing": ("Missing", "s")}
+
+
+def _mark_unusable(ax: Axes, plane: Plane, ok: np.ndarray, failed: str, *, label: bool) -> None:
+    """Mark the points without a value: failed fits as crosses (``failed`` in the legend),
+    pending points (a store being written, or interrupted) and missing ones as hollow
+    markers, each with its count."""
+    status = np.asarray(plane.status).astype(str)
+    unfitted = np.isin(status, list(_NOT_FITTED))
+    crosses = ~ok & ~unfitted
+    if crosses.any():
+        ax.scatter(
+            plane.x[crosses],
+            plane.y[crosses],
+            s=28,
+            c="black",
+            marker="x",
+            linewidths=1.0,
+            zorder=5,
+            label=f"{failed} ({int(crosses.sum())})" if label else None,
+        )
+    for kind, (text, marker) in _NOT_FITTED.items():
+        mask = ~ok & (status == kind)
+        if mask.any():
+            ax.scatter(
+                plane.x[mask],
+                plane.y[mask],
+                s=26,
+                marker=marker,
+                facecolors="none",
+                edgecolors="0.35",
+                linewidths=0.9,
+                zorder=5,
+                label=f"{text} ({int(mask.sum())})" if label else None,
+            )
+
+
 def _mark_points(ax: Axes, plane: Plane, *, label: bool = True) -> None:
     ok = plane.usable("obs")
     ax.scatter(
@@ -85,17 +124,7 @@ def _mark_points(ax: Axes, plane: Plane, *, label: bool = True) -> None:
         zorder=4,
         label=f"Fitted points ({int(ok.sum())})" if label else None,
     )
-    if (~ok).any():
-        ax.scatter(
-            plane.x[~ok],
-            plane.y[~ok],
-            s=28,
-            c="black",
-            marker="x",
-            linewidths=1.0,
-            zorder=5,
-            label=f"Failed fits ({int((~ok).sum())})" if label else None,
-        )
+    _mark_unusable(ax, plane, ok, "Failed fits", label=label)
 
 
 def _band(ax: Axes, plane: Plane, sigma: int, *, cl: float, resolution: int) -> None:
@@ -221,6 +250,8 @@ def _dress_plane(
         title = base_title
         if plane.selection:
             title += f", {slice_text(plane, ds, symbols)}"
+        if plane.poi is not None and ("poi" in ds.dims or not np.isclose(plane.poi, 1.0)):
+            title += f", {poi_symbol(ds)} = {plane.poi:g}"  # the POI value of a POI scan
     ax.set_title(title, fontsize=11)
     _fit_axes(ax, plane)
     if kinematic_limit is not None:
@@ -281,16 +312,7 @@ def _colour_points(
         edgecolors="none",
         zorder=2,
     )
-    if (~ok).any():
-        ax.scatter(
-            plane.x[~ok],
-            plane.y[~ok],
-            s=30,
-            c="black",
-            marker="x",
-            zorder=3,
-            label=f"{missing} ({int((~ok).sum())})",
-        )
+    _mark_unusable(ax, plane, ok, missing, label=True)
     return mappable
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -39,6 +40,8 @@ __all__ = [
     "encode_status",
     "is_lazy",
     "load_once",
+    "natural_key",
+    "natural_order",
     "point_names",
     "status_attrs",
     "status_names",
@@ -62,30 +65,42 @@ TEXT = np.dtype("O", metadata={"element_type": str})
 
 
 def upper_limits(
-    cls_obs: np.ndarray, cls_exp: np.ndarray, poi_values: Sequence[float], *, cl: float = 0.95
-) -> tuple[np.ndarray, np.ndarray]:
+    cls_obs: np.ndarray,
+    cls_exp: np.ndarray,
+    poi_values: Sequence[float],
+    *,
+    cl: float = 0.95,
+    return_status: bool = False,
+) -> Any:
     """Upper limits from a POI scan, as ``pyhf.infer.intervals.upper_limits`` derives them.
 
     pyhf interpolates linearly in the reversed scan where CLs crosses ``1 - cl``
-    (``np.interp(alpha, CLs[::-1], poi[::-1])``); this does the same per point.
+    (``np.interp(alpha, CLs[::-1], poi[::-1])``); this does the same per point, except
+    where the scan does not cross ``1 - cl``: np.interp would return the grid's end
+    (``CLs > 1 - cl`` at every value: the limit lies above the grid; ``CLs < 1 - cl`` at
+    every value: below it). Such a limit is NaN, and ``limit_status`` says which
+    (:data:`pyhf_dask.kernels.LIMIT_STATUS`: 1 ``above_range``, 2 ``below_range``).
 
     Args:
         cls_obs: shape ``(n_points, n_poi)``.
         cls_exp: shape ``(n_points, n_poi, 5)``.
         poi_values: the scanned POI values, increasing.
         cl: confidence level.
+        return_status: also return the ``(n_points,)`` ``int8`` ``limit_status``: the
+            worst of the point's six curves (0 found, 1 above, 2 below, 3 fewer than two
+            certified POI values).
 
     POI values whose CLs are not all finite (not certified) are left out of a point's
     scan, so that one failed value does not cost the point its limit; a point keeps NaN
     limits when fewer than two values are left.
 
     Returns:
-        ``(obs, exp)`` of shapes ``(n_points,)`` and ``(n_points, 5)``.
+        ``(obs, exp)`` of shapes ``(n_points,)`` and ``(n_points, 5)`` (and the status).
 
     Example:
         >>> obs, exp = upper_limits(np.array([[0.5, 0.01]]), np.full((1, 2, 5), 0.5), [0, 1])
-        >>> round(float(obs[0]), 4)
-        0.9184
+        >>> round(float(obs[0]), 4), exp[0].tolist()  # expected CLs 0.5 everywhere: above
+        (0.9184, [nan, nan, nan, nan, nan])
         >>> cls = np.array([[0.5, np.nan, 0.01]])
         >>> round(float(upper_limits(cls, np.full((1, 3, 5), 0.5), [0, 0.5, 1])[0][0]), 4)
         0.9184
@@ -95,15 +110,22 @@ def upper_limits(
     n_points = cls_obs.shape[0]
     obs = np.full(n_points, np.nan)
     exp = np.full((n_points, len(BAND)), np.nan)
+    status = np.full(n_points, 3, dtype=np.int8)
     for i in range(n_points):
         curves = np.concatenate([cls_obs[i][None, :], cls_exp[i].T], axis=0)
         good = np.isfinite(curves).all(axis=0)
         if good.sum() < 2:
             continue
         curves, values = curves[:, good], scan[good]
-        limits = [np.interp(alpha, curve[::-1], values[::-1]) for curve in curves]
+        limits = np.array([np.interp(alpha, curve[::-1], values[::-1]) for curve in curves])
+        above = (curves > alpha).all(axis=1)
+        below = (curves < alpha).all(axis=1)
+        limits[above | below] = np.nan
         obs[i] = limits[0]
         exp[i] = limits[1:]
+        status[i] = 1 if above.any() else 2 if below.any() else 0
+    if return_status:
+        return obs, exp, status
     return obs, exp
 
 
@@ -217,6 +239,33 @@ def status_names(status: xr.DataArray | np.ndarray) -> np.ndarray:
     lookup = dict(zip(flags.tolist(), meanings, strict=True))
     names = [lookup.get(int(v), f"flag {int(v)}") for v in values.ravel()]
     return np.array(names, dtype=str).reshape(values.shape)
+
+
+def natural_key(name: str) -> tuple[tuple[int, float, str], ...]:
+    """Sort key of a point name with its numbers compared as numbers.
+
+    The one order of points everywhere (the index of a scan of patch files, combined
+    regions, the command line's table): ``sbottom_300_...`` before ``sbottom_1000_...``;
+    ``100p5`` is 100.5, as in HEPData's names.
+
+    Example:
+        >>> sorted(["sbottom_1000_5", "sbottom_300_5", "a_10p5", "a_9"], key=natural_key)
+        ['a_9', 'a_10p5', 'sbottom_300_5', 'sbottom_1000_5']
+    """
+    return tuple(
+        (0, float(part.replace("p", ".")), "") if part[:1].isdigit() else (1, 0.0, part)
+        for part in re.findall(r"\d+(?:[.p]\d+)?|\D+", str(name))
+    )
+
+
+def natural_order(names: Sequence[str]) -> list[int]:
+    """The indices that put ``names`` in :func:`natural_key` order (ties: as text).
+
+    Example:
+        >>> natural_order(["p_10", "p_9", "p_100"])
+        [1, 0, 2]
+    """
+    return sorted(range(len(names)), key=lambda i: (natural_key(names[i]), str(names[i])))
 
 
 def point_names(ds: xr.Dataset) -> np.ndarray:

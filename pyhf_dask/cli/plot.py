@@ -15,31 +15,70 @@ import click
 import xarray as xr
 
 from pyhf_dask.contours import CURVES, SliceValue
-from pyhf_dask.exceptions import InputError, InvalidOption
+from pyhf_dask.exceptions import InputError, InvalidOption, NoUsableResults
 
-__all__ = ["contour", "open_result", "parse_where", "plot"]
+__all__ = ["check_points", "contour", "open_result", "parse_where", "plot"]
 
 log = logging.getLogger(__name__)
 
 _FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
-_KINDS = ("exclusion", "cls", "brazil", "limits")
+_KINDS = ("exclusion", "cls", "brazil", "limits", "significance")
 
 
 def open_result(path: Path) -> xr.Dataset:
-    """Read a result file (netCDF, as written by ``pyhf-dask scan -o``) into memory."""
+    """Read a result file into memory: a netCDF file or a ``.zarr`` store (complete or not)
+    as written by ``pyhf-dask scan -o``; a store's pending points have no numbers."""
     if not path.exists():
         msg = f"{path}: no such file"
         raise InputError(msg)
     try:
-        with xr.open_dataset(path) as opened:
-            ds = opened.load()
-    except (OSError, ValueError) as exc:
+        if path.is_dir():  # a Zarr store: read as the scan wrote it, with no warning
+            from pyhf_dask.store_read import open_store
+
+            ds = open_store(path)
+        else:
+            with xr.open_dataset(path) as opened:
+                ds = opened.load()
+    except (OSError, ValueError, KeyError) as exc:
         msg = f"{path}: not a readable result file ({exc})"
         raise InputError(msg) from exc
-    if "CLs_obs" not in ds or "point" not in ds.dims:
-        msg = f"{path}: not a pyhf_dask result (no CLs_obs over points)"
+    if not ("CLs_obs" in ds or "p0_obs" in ds) or "point" not in ds.dims:
+        msg = f"{path}: not a pyhf_dask result (no CLs_obs or p0_obs over points)"
         raise InputError(msg)
     return ds
+
+
+def check_points(ds: xr.Dataset, path: Path) -> None:
+    """Say what a result's unfitted points are before drawing it: a note for the pending
+    points of an interrupted store, an error naming the likely cause when no point has a
+    result.
+
+    Raises:
+        NoUsableResults: every point failed or is pending.
+    """
+    from pyhf_dask.cli.report import what_to_try
+    from pyhf_dask.results import status_names
+
+    if "status" not in ds:
+        return
+    status = status_names(ds["status"])
+    n, pending, failed = status.size, int((status == "pending").sum()), status == "failed"
+    if pending:
+        click.echo(
+            f"pyhf-dask: {pending} of {n} points of {path} are pending (not fitted yet: the "
+            "scan was interrupted or is running); they are drawn as pending, and "
+            "`pyhf-dask scan ... --resume` fits them",
+            err=True,
+        )
+    if n and int(failed.sum()) + pending == n:
+        what = (
+            f"every one of the {n} points failed"
+            if not pending
+            else (f"no point has a result ({int(failed.sum())} failed, {pending} pending)")
+        )
+        tips = what_to_try(ds, failed) if failed.any() else ["resume the scan (--resume)"]
+        msg = f"{path}: {what}, nothing to draw; likely: {tips[0]}"
+        raise NoUsableResults(msg)
 
 
 def parse_where(items: tuple[str, ...]) -> dict[str, SliceValue]:
@@ -124,7 +163,8 @@ def _plane_options(func: Any) -> Any:
     type=click.Choice(_KINDS),
     default="exclusion",
     show_default=True,
-    help="exclusion plot, CLs map, Brazil band of a point, or upper-limit map.",
+    help="exclusion plot, CLs map, Brazil band of a point, upper-limit map, or the "
+    "significance (Z) map of a --test-stat q0 scan with its Z = 3, 5 lines.",
 )
 @_plane_options
 @click.option("--band2/--no-band2", default=False, help="Also draw the ±2σ expected band.")
@@ -147,6 +187,7 @@ def _plane_options(func: Any) -> Any:
     metavar="NAME|INDEX",
     help="Point of a Brazil band: patch name or index [default: 0].",
 )
+@click.option("--log-y", is_flag=True, help="Logarithmic CLs axis of a Brazil band.")
 @click.option("--title", default=None, help="Title of an exclusion plot.")
 @click.option("--label", default=None, help="Analysis label at the head of the legend.")
 @click.option(
@@ -177,13 +218,14 @@ def plot(
     symbols: bool,
     curve: str,
     point: str,
+    log_y: bool,
     title: str | None,
     label: str | None,
     energy: float | None,
     lumi: float | None,
     kinematic_limit: float | None,
 ) -> None:
-    """Draw an exclusion plot (or another plot) of RESULTS.nc into a figure file.
+    """Draw an exclusion plot (or another plot) of RESULTS (.nc or .zarr) into a figure file.
 
     Bands have the same colours in every plot: green ±1σ, yellow ±2σ.
     """
@@ -193,6 +235,7 @@ def plot(
         msg = f"{output}: figure file must end in {', '.join(_FIGURE_SUFFIXES)}"
         raise InvalidOption(msg)
     ds = open_result(results)
+    check_points(ds, results)
     heading: dict[str, Any] = {"label": label, "energy": energy, "lumi": lumi}
     plane: dict[str, Any] = {
         "x": x,
@@ -218,7 +261,9 @@ def plot(
         plots.plot_cls_map(ds, curve=curve, cl=cl, poi=poi, save_figure=output, **plane)
     elif kind == "brazil":
         which: int | str = int(point) if point.lstrip("-").isdigit() else point
-        plots_poi.plot_brazil(ds, point=which, cl=cl, save_figure=output, **heading)
+        plots_poi.plot_brazil(ds, point=which, cl=cl, log_y=log_y, save_figure=output, **heading)
+    elif kind == "significance":
+        plots_poi.plot_significance_map(ds, curve=curve, save_figure=output, **plane)
     else:
         plots_poi.plot_upper_limits(ds, save_figure=output, **plane)
     click.echo(f"wrote {output}")
@@ -253,6 +298,15 @@ def plot(
     show_default=True,
     help="Interpolation mesh nodes per axis.",
 )
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["json", "hepdata"]),
+    default="json",
+    show_default=True,
+    help="JSON polylines, or HEPData YAML tables (-o FOLDER: submission.yaml and one table "
+    "per line; -o FILE.yaml: one line's table).",
+)
 def contour(
     results: Path,
     output: Path | None,
@@ -265,14 +319,22 @@ def contour(
     curves: tuple[str, ...],
     limits: bool,
     resolution: int,
+    fmt: str = "json",
 ) -> None:
-    """Write the CLs = 1 - CL contours of RESULTS.nc as JSON polylines."""
+    """Write the CLs = 1 - CL contours of RESULTS.nc as JSON polylines (or HEPData tables)."""
     from pyhf_dask.contours import find_contours
 
-    if output is not None and output.suffix.lower() != ".json":
+    if fmt == "hepdata" and output is None:
+        msg = "--format hepdata needs -o FOLDER (or -o FILE.yaml for one line)"
+        raise InvalidOption(msg)
+    if fmt == "hepdata" and output is not None and output.suffix.lower() == ".json":
+        msg = f"{output}: HEPData tables are YAML: give a folder or a .yaml file"
+        raise InvalidOption(msg)
+    if fmt == "json" and output is not None and output.suffix.lower() != ".json":
         msg = f"{output}: contour file must end in .json"
         raise InvalidOption(msg)
     ds = open_result(results)
+    check_points(ds, results)
     found = find_contours(
         ds,
         x=x,
@@ -285,6 +347,13 @@ def contour(
         resolution=resolution,
         quantity="upper_limit" if limits else "cls",
     )
+    if fmt == "hepdata":
+        from pyhf_dask.export import write_hepdata
+
+        assert output is not None
+        written = write_hepdata(found, output)
+        click.echo(f"wrote {output}: {len(written)} HEPData files")
+        return
     text = found.to_json()
     if output is None:
         click.echo(text)

@@ -7,62 +7,104 @@ import shlex
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 import numpy as np
 import xarray as xr
 
-__all__ = ["EXIT_FAILED_POINTS", "format_table", "interrupted", "report", "what_to_try"]
+__all__ = [
+    "EXIT_ALL_FAILED",
+    "EXIT_FAILED_POINTS",
+    "format_table",
+    "interrupted",
+    "report",
+    "what_to_try",
+]
 
 #: Exit status of ``--fail-on-error`` when some points failed.
 EXIT_FAILED_POINTS = 3
+#: Exit status of a scan in which every point failed (without ``--fail-on-error``).
+EXIT_ALL_FAILED = 1
+
+
+def _number(value: float, width: int) -> str:
+    """``value`` in ``width`` characters with 4 significant digits (7.2e-05, not 0.0001).
+
+    Example:
+        >>> [_number(v, 9) for v in (0.05234, 7.2e-05, 2.8e-10, float("nan"))]
+        ['  0.05234', '  7.2e-05', '  2.8e-10', '      nan']
+    """
+    return f"{value:{width}.4g}"
 
 
 def format_table(ds: xr.Dataset, *, limit: int | None = None) -> str:
     """Plain-text table of a computed result: one row per point, in grid order.
 
-    Rows are sorted numerically by the grid labels (``sbottom_300_...`` before
-    ``sbottom_1000_...``), else by the numbers in the patch names; every number has the
-    same width, so rows of failed points (NaN) stay aligned.
+    Rows are sorted by :func:`pyhf_dask.results.natural_key` of the point names
+    (``sbottom_300_...`` before ``sbottom_1000_...``), the order of the Python index;
+    numbers have 4 significant digits and one width, so rows of failed points (NaN) stay
+    aligned. A POI scan's table holds the upper limits on the POI, under a line saying
+    which values were scanned.
 
     Example:
         >>> ds = xr.Dataset(
         ...     {"CLs_obs": ("point", [0.5, np.nan]),
-        ...      "CLs_exp": (("point", "band"), [[.1, .2, .3, .4, .5], [np.nan] * 5]),
+        ...      "CLs_exp": (("point", "band"), [[1e-5, .2, .3, .4, .5], [np.nan] * 5]),
         ...      "status": ("point", np.array([0, 2], dtype=np.int8))},
         ...     coords={"point": ["a_10", "a_9"], "band": [-2, -1, 0, 1, 2]})
         >>> print(format_table(ds))
-        patch  CLs_obs   exp-2σ   exp-1σ      exp   exp+1σ   exp+2σ  status
-        a_9        nan      nan      nan      nan      nan      nan  failed
-        a_10    0.5000   0.1000   0.2000   0.3000   0.4000   0.5000  converged
+        patch     CLs_obs      exp-2σ      exp-1σ         exp      exp+1σ      exp+2σ  status
+        a_9           nan         nan         nan         nan         nan         nan  failed
+        a_10          0.5       1e-05         0.2         0.3         0.4         0.5  converged
     """
-    from pyhf_dask.planes import grid_labels
-    from pyhf_dask.results import point_names, status_names
+    from pyhf_dask.results import natural_order, point_names, status_names
 
-    if "poi" in ds.dims:
-        ds = ds.isel(poi=0)
     names = point_names(ds).tolist()
-    labels = [name for name in grid_labels(ds) if name in ds.coords]
-    if labels:
-        columns = [np.asarray(ds[name].values, dtype=float) for name in labels]
-        keys: list[Any] = [tuple(c[i] for c in columns) for i in range(len(names))]
-    else:  # natural order of the names: numbers compared as numbers
-        keys = [
-            [(0, float(part), "") if part[:1].isdigit() else (1, 0.0, part) for part in parts]
-            for parts in (re.findall(r"\d+(?:\.\d+)?|\D+", name) for name in names)
+    order = natural_order(names)
+    title: list[str] = []
+    if "p0_obs" in ds:  # a discovery scan (q0): p0 and the significances
+        header = ["p0_obs", "Z_obs", "Z_exp-2σ", "Z_exp-1σ", "Z_exp", "Z_exp+1σ", "Z_exp+2σ"]
+        obs = np.asarray(ds["p0_obs"].values, dtype=float)
+        exp = np.concatenate(
+            [np.asarray(ds["Z_obs"].values, float)[:, None], np.asarray(ds["Z_exp"].values)],
+            axis=1,
+        )
+        title = ["# discovery (q0): p0 and Z = Phi^-1(1 - p0); expected under the signal"]
+    elif "upper_limit_obs" in ds:
+        header = ["UL_obs", "UL_exp-2σ", "UL_exp-1σ", "UL_exp", "UL_exp+1σ", "UL_exp+2σ"]
+        obs = np.asarray(ds["upper_limit_obs"].values, dtype=float)
+        exp = np.asarray(ds["upper_limit_exp"].values, dtype=float)
+        cl = float(ds.attrs.get("cl", 0.95))
+        if ds.attrs.get("upper_limit") == "root":
+            how = f"by root search to rtol {ds.attrs.get('limit_rtol', 1e-4):g}"
+        else:
+            poi = np.asarray(ds["poi"].values, dtype=float)
+            how = f"from CLs at {poi.size} POI values, {poi.min():g} to {poi.max():g}"
+        title = [
+            f"# upper limits on {ds.attrs.get('poi_name', 'the POI')} at {cl:.0%} CL {how}"
+            + ("; nan: outside the range, see limit_status" if "limit_status" in ds else "")
         ]
-    order = sorted(range(len(names)), key=lambda i: (keys[i], names[i]))
+    else:
+        if "poi" in ds.dims:  # one POI value kept along its dimension: no limits
+            ds = ds.isel(poi=0)
+        header = ["CLs_obs", "exp-2σ", "exp-1σ", "exp", "exp+1σ", "exp+2σ"]
+        obs = np.asarray(ds["CLs_obs"].values, dtype=float)
+        exp = np.asarray(ds["CLs_exp"].values, dtype=float)
     width = max([len("patch"), *map(len, names)])
-    header = ["CLs_obs", "exp-2σ", "exp-1σ", "exp", "exp+1σ", "exp+2σ"]
-    cell = max(map(len, header))
-    rows = ["  ".join(["patch".ljust(width), *(h.rjust(cell) for h in header), "status"])]
-    obs = np.asarray(ds["CLs_obs"].values, dtype=float)
-    exp = np.asarray(ds["CLs_exp"].values, dtype=float)
+    cell = max(10, *map(len, header))
+    rows = [*title, "  ".join(["patch".ljust(width), *(h.rjust(cell) for h in header), "status"])]
     status = status_names(ds["status"]).tolist()
+    if "limit_status" in ds and "upper_limit_obs" in ds:  # where a limit is not a number
+        from pyhf_dask.kernels import LIMIT_STATUS
+
+        flags = np.asarray(ds["limit_status"].values).tolist()
+        status = [
+            f"{s} (limit {LIMIT_STATUS[f]})" if 0 < f < len(LIMIT_STATUS) else s
+            for s, f in zip(status, flags, strict=True)
+        ]
     count = len(names) if limit is None else min(limit, len(names))
     for i in order[:count]:
-        numbers = [f"{v:{cell}.4f}" for v in (obs[i], *exp[i])]
+        numbers = [_number(v, cell) for v in (obs[i], *exp[i])]
         rows.append("  ".join([names[i].ljust(width), *numbers, status[i]]))
     if count < len(names):
         rows.append(f"... {len(names) - count} more points")
@@ -87,6 +129,9 @@ def report(
         fitted: points fitted in this run (a store), ``None`` for a whole scan.
         table: print the table (``None``: when there is no output file).
         fail_on_error: exit with :data:`EXIT_FAILED_POINTS` when a point failed.
+
+    A scan in which every point failed exits with :data:`EXIT_ALL_FAILED` (1) even without
+    ``fail_on_error``: it has no result to give.
     """
     from pyhf_dask.results import point_names, status_names, summarize
 
@@ -106,6 +151,9 @@ def report(
             click.echo(f"pyhf-dask: to try: {tip}", err=True)
         if fail_on_error:
             sys.exit(EXIT_FAILED_POINTS)
+        if summary.n_points and summary.n_failed == summary.n_points:
+            click.echo(f"pyhf-dask: every one of the {summary.n_points} points failed", err=True)
+            sys.exit(EXIT_ALL_FAILED)
 
 
 def what_to_try(ds: xr.Dataset, bad: np.ndarray) -> list[str]:
@@ -116,7 +164,32 @@ def what_to_try(ds: xr.Dataset, bad: np.ndarray) -> list[str]:
     kinked = ds.attrs.get("normsys_interpcode") == "code1" or ds.attrs.get(
         "histosys_interpcode"
     ) in ("code0",)
-    return advice(messages, kinked_codes=bool(kinked))
+    return [*task_advice(messages), *advice(messages, kinked_codes=bool(kinked))]
+
+
+def task_advice(messages: list[str]) -> list[str]:
+    """The likely cause when fit tasks (not fits) failed: a timeout, a dying worker.
+
+    Example:
+        >>> task_advice(["task failed after 3 attempt(s) on local process pool: "
+        ...              "TimeoutError: no result within 0.01 s of running"])[0][:52]
+        'the fit tasks timed out: --timeout 0.01 s is too sma'
+    """
+    text = " ".join(messages)
+    tips = []
+    timeouts = re.findall(r"no result within ([0-9.e+-]+) s", text)
+    if timeouts:
+        tips.append(
+            f"the fit tasks timed out: --timeout {timeouts[0]} s is too small for a chunk "
+            "(a worker's first chunk also imports and compiles); raise --timeout, or lower "
+            "--chunk-size"
+        )
+    if "BrokenProcessPool" in text or "worker died" in text or "KilledWorker" in text:
+        tips.append(
+            "a worker process died (killed after a timeout of another task, or out of "
+            "memory): see the log above, lower --chunk-size or --workers"
+        )
+    return tips
 
 
 def interrupted(output: Path | None, to_store: bool, signum: int) -> str:
