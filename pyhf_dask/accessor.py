@@ -156,3 +156,9 @@ class PyhfDaskAccessor:
         from pyhf_dask.plots_poi import plot_upper_limits
 
         return plot_upper_limits(self._ds, **kwargs)
+
+    def plot_significance_map(self, **kwargs: Any) -> Figure:
+        """Z map of a q0 scan (:func:`pyhf_dask.plots_poi.plot_significance_map`)."""
+        from pyhf_dask.plots_poi import plot_significance_map
+
+        return plot_significance_map(self._ds, **kwargs)

@@ -20,7 +20,7 @@ import numpy as np
 from dask.delayed import Delayed
 
 from pyhf_dask.grid import FunctionPatches, SignalGrid
-from pyhf_dask.kernels import BAND, FIELDS, empty_result, fit_chunk
+from pyhf_dask.kernels import BAND, FIELDS, LIMIT_FIELDS, TOY_FIELDS, empty_result, fit_chunk
 from pyhf_dask.tasks import refuse_in_client
 
 if TYPE_CHECKING:
@@ -125,13 +125,17 @@ class FitTask:
         """The result of a chunk from the results of its pieces."""
         if len(results) == 1:
             return results[0]
-        return {name: np.concatenate([r[name] for r in results]) for name in FIELDS}
+        # FIELDS, and the limit fields of upper_limit="root" when the results have them
+        return {name: np.concatenate([r[name] for r in results]) for name in results[0]}
 
     def failed(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], message: str
     ) -> dict[str, np.ndarray]:
         """Every point of the chunk ``"failed"`` with ``message``."""
-        result = empty_result(_n_points(args[2]), len(args[3]["poi_values"]))
+        limits = args[3].get("upper_limit") == "root"
+        toys = args[3].get("calctype") == "toybased"
+        n_poi = len(args[3]["poi_values"])
+        result = empty_result(_n_points(args[2]), n_poi, limits=limits, toys=toys)
         result["message"][:] = message
         return result
 
@@ -148,6 +152,8 @@ class FitTask:
         """Expected size of the serialized result (base64 of the float arrays and more)."""
         n_poi = len(args[3]["poi_values"])
         per_point = int((8 * n_poi * (1 + len(BAND)) + 8) * 4 / 3) + _RESULT_POINT_OVERHEAD
+        if args[3].get("calctype") == "toybased":  # the TOY_FIELDS, one value per POI value
+            per_point += int(8 * n_poi * len(TOY_FIELDS) * 4 / 3)
         return _n_points(args[2]) * per_point
 
 
@@ -215,33 +221,94 @@ def build_graph(
 
 _FIT = FitTask()
 
+#: Variables of a discovery scan (``test_stat="q0"``), from the kernels' CLs fields.
+_DISCOVERY: dict[str, tuple[str, tuple[str, ...]]] = {
+    "p0_obs": ("float64", ()),
+    "p0_exp": ("float64", ("band",)),
+    "Z_obs": ("float64", ()),
+    "Z_exp": ("float64", ("band",)),
+}
+
 
 def extract(
     result: dict[str, np.ndarray], name: str, poi_values: list[float], cl: float, squeeze: bool
 ) -> np.ndarray:
-    """One variable of a chunk result; upper limits are derived from the POI scan."""
-    if name in ("upper_limit_obs", "upper_limit_exp"):
+    """One variable of a chunk result; upper limits are derived from the POI scan.
+
+    A kernel's root-searched limits (``upper_limit="root"``: the result holds them) are
+    taken as they are; otherwise limits are interpolated in the POI scan and
+    ``limit_status`` says which lie outside it (NaN, never the grid's end). Under
+    ``test_stat="q0"`` the kernels' CLs fields hold the discovery p-values: ``p0_obs``,
+    ``p0_exp`` and their significances ``Z_obs``, ``Z_exp`` (``Phi^-1(1 - p0)``).
+    """
+    if name in _DISCOVERY:
+        from scipy.special import ndtri
+
+        p0 = result["CLs_obs" if name.endswith("_obs") else "CLs_exp"][:, 0]
+        return -ndtri(p0) + 0.0 if name.startswith("Z") else p0  # + 0.0: Z = 0, not -0
+    if name in ("upper_limit_obs", "upper_limit_exp", "limit_status"):
+        if name in result:
+            return result[name]
         from pyhf_dask.results import upper_limits
 
-        obs, exp = upper_limits(result["CLs_obs"], result["CLs_exp"], poi_values, cl=cl)
-        return obs if name == "upper_limit_obs" else exp
+        obs, exp, flag = upper_limits(
+            result["CLs_obs"], result["CLs_exp"], poi_values, cl=cl, return_status=True
+        )
+        return {"upper_limit_obs": obs, "upper_limit_exp": exp, "limit_status": flag}[name]
     value = result[name]
-    if squeeze and name in ("CLs_obs", "CLs_exp"):
+    if name == "message" and "limit_status" not in result and not squeeze and len(poi_values) > 1:
+        return _grid_limit_notes(result, value, poi_values, cl)
+    if squeeze and (name in ("CLs_obs", "CLs_exp") or name in TOY_FIELDS):
         value = value[:, 0]
     return value
 
 
+def _grid_limit_notes(
+    result: dict[str, np.ndarray], message: np.ndarray, poi_values: list[float], cl: float
+) -> np.ndarray:
+    """The messages, with a note where a limit lies outside the POI grid (and is NaN)."""
+    from pyhf_dask.results import upper_limits
+
+    *_, flag = upper_limits(
+        result["CLs_obs"], result["CLs_exp"], poi_values, cl=cl, return_status=True
+    )
+    out = np.array(message, dtype=object, copy=True)
+    where = {
+        1: f"above the POI grid (CLs > {1 - cl:g} up to POI = {max(poi_values):g})",
+        2: f"below the POI grid (CLs < {1 - cl:g} already at POI = {min(poi_values):g})",
+    }
+    for i in np.flatnonzero(np.isin(flag, (1, 2))):
+        out[i] = f"{out[i]}; an upper limit lies {where[int(flag[i])]}: NaN"
+    return out
+
+
 def variable_arrays(
-    graph: ScanGraph, poi_values: list[float], *, squeeze: bool, cl: float
+    graph: ScanGraph,
+    poi_values: list[float],
+    *,
+    squeeze: bool,
+    cl: float,
+    limits: bool = False,
+    discovery: bool = False,
+    toys: bool = False,
 ) -> dict[str, tuple[tuple[str, ...], da.Array]]:
-    """Dask arrays of every result variable, with their dimension names."""
+    """Dask arrays of every result variable, with their dimension names.
+
+    ``limits``: the kernel root-searches the upper limits (``upper_limit="root"``);
+    ``discovery``: ``test_stat="q0"`` (variables :data:`_DISCOVERY` instead of CLs).
+    ``toys``: ``calctype="toybased"`` (the :data:`~pyhf_dask.kernels.TOY_FIELDS` too).
+    """
     import dask.array as da  # here: a worker unpickling a fit task needs no dask.array
 
     n_poi = len(poi_values)
     specs: dict[str, tuple[str, tuple[str, ...]]] = dict(FIELDS)
-    if not squeeze and n_poi > 1:
-        specs["upper_limit_obs"] = ("float64", ())
-        specs["upper_limit_exp"] = ("float64", ("band",))
+    if discovery:  # test_stat="q0": p-values and significances instead of CLs
+        del specs["CLs_obs"], specs["CLs_exp"]
+        specs = {**_DISCOVERY, **specs}
+    elif limits or (not squeeze and n_poi > 1):
+        specs.update(LIMIT_FIELDS)
+    if toys:
+        specs.update(TOY_FIELDS)
     sizes = {"poi": n_poi, "band": len(BAND)}
     arrays: dict[str, tuple[tuple[str, ...], da.Array]] = {}
     for name, (dtype, extra) in specs.items():

@@ -37,6 +37,7 @@ __all__ = [
     "HISTOSYS_CODES",
     "NORMSYS_CODES",
     "TEST_STATS",
+    "UPPER_LIMITS",
     "ScanPlan",
     "active_workers",
     "fits_run_here",
@@ -47,8 +48,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-TEST_STATS = ("qtilde", "q")
-CALCTYPES = ("asymptotics",)
+TEST_STATS = ("qtilde", "q", "q0")
+#: How upper limits are found: ``"root"``, a root search per point (no POI grid needed).
+UPPER_LIMITS = ("root",)
+#: Which limits a root search finds (``--observed-only``, ``--expected-only``).
+CURVES = ("all", "observed", "expected")
+CALCTYPES = ("asymptotics", "toybased")
 NORMSYS_CODES = ("code1", "code4")
 HISTOSYS_CODES = ("code0", "code2", "code4p")
 
@@ -148,6 +153,11 @@ def resolve_plan(
     scipy_tolerance: float | None = None,
     workers: int | None = None,
     scheduler: Any = None,
+    upper_limit: str | None = None,
+    limit_rtol: float | None = None,
+    ntoys: int | None = None,
+    seed: int | None = None,
+    curves: str | None = None,
 ) -> ScanPlan:
     """Resolve the arguments of :func:`pyhf_dask.scan` into a :class:`ScanPlan`, once.
 
@@ -177,6 +187,16 @@ def resolve_plan(
     squeeze = np.ndim(poi_value) == 0
     poi_values = [float(v) for v in np.atleast_1d(np.asarray(poi_value, dtype=np.float64))]
     measurement_name, poi_name = measurement_poi(grid.workspace, measurement)
+    level = float(config.resolve(cl, "cl"))
+    if config.resolve(test_stat, "test-stat") == "q0":
+        # discovery: pyhf's hypotest(0.0, ..., test_stat="q0"); the POI value is 0 by definition
+        if not squeeze or poi_values not in ([0.0], [1.0]):
+            msg = f"test statistic 'q0' tests POI = 0 only (got POI value(s) {poi_values})"
+            raise InvalidOption(msg)
+        if upper_limit is not None:
+            msg = "upper limits need the test statistic 'qtilde' or 'q', not 'q0'"
+            raise InvalidOption(msg)
+        poi_values = [0.0]
     options = make_options(
         poi_values=poi_values,
         test_stat=test_stat,
@@ -186,14 +206,31 @@ def resolve_plan(
         measurement=measurement,
         device=device,
         scipy_tolerance=scipy_tolerance,
+        upper_limit=upper_limit,
+        limit_rtol=limit_rtol,
+        cl=level,
+        curves=curves,
+        ntoys=ntoys,
+        seed=seed,
     )
     if device == "gpu" and fits_run_here(scheduler):
         from pyhf_dask.gpu import require_gpus
 
         require_gpus()
     kernel_name = resolve_kernel(kernel)
+    if options.calctype == "toybased":
+        from pyhf_dask.kernels import TOY_KERNELS
+
+        if kernel_name not in TOY_KERNELS:
+            msg = (
+                f"toy-based CLs need the {' or '.join(TOY_KERNELS)} kernel (JAX installed), "
+                f"not {kernel_name!r}"
+            )
+            raise InvalidOption(msg)
+        if upper_limit is not None:
+            msg = "upper_limit='root' is asymptotic only; toy-based limits come from a POI scan"
+            raise InvalidOption(msg)
     validate_grid(grid, poi_name=poi_name)
-    level = float(config.resolve(cl, "cl"))
     if not 0.0 < level < 1.0:
         msg = f"confidence level must be between 0 and 1, got {level}"
         raise InvalidOption(msg)
@@ -256,6 +293,12 @@ def make_options(
     measurement: str | None = None,
     device: str | None = None,
     scipy_tolerance: float | None = None,
+    upper_limit: str | None = None,
+    limit_rtol: float | None = None,
+    cl: float = 0.95,
+    curves: str | None = None,
+    ntoys: int | None = None,
+    seed: int | None = None,
 ) -> FitOptions:
     """Validated :class:`FitOptions`, with ``None`` resolved from the configuration."""
     values = tuple(float(v) for v in poi_values)
@@ -271,6 +314,21 @@ def make_options(
     if scipy_tolerance is not None and not scipy_tolerance > 0:
         msg = f"the SciPy tolerance must be positive, got {scipy_tolerance}"
         raise InvalidOption(msg)
+    limit_rtol = float(config.resolve(limit_rtol, "limit-rtol"))
+    curves = _choice(curves or "all", CURVES, "set of limits")
+    if curves != "all" and upper_limit is None:
+        # a hypothesis test fits the same either way: CLs_obs needs the Asimov fits for
+        # sqrt(q_A), the expected CLs the POI = 0 fit on the data for the Asimov data
+        msg = (
+            f"only the {curves} limits: with --upper-limit root (a test at POI values fits "
+            "the same for observed and expected CLs)"
+        )
+        raise InvalidOption(msg)
+    if upper_limit is not None:
+        _choice(upper_limit, UPPER_LIMITS, "upper-limit method")
+        if not 0.0 < limit_rtol < 0.1:
+            msg = f"the limits' relative tolerance must be in (0, 0.1), got {limit_rtol}"
+            raise InvalidOption(msg)
     return FitOptions(
         poi_values=values,
         test_stat=_choice(config.resolve(test_stat, "test-stat"), TEST_STATS, "test statistic"),
@@ -289,7 +347,35 @@ def make_options(
         gradient_tolerance=float(config.get("gradient-tolerance")),
         device=device,
         scipy_tolerance=scipy_tolerance,
+        upper_limit=upper_limit,
+        limit_rtol=limit_rtol,
+        cl=float(cl),
+        curves=curves,
+        ntoys=_integer(config.resolve(ntoys, "ntoys"), "the number of toys", 1),
+        seed=_integer(config.resolve(seed, "seed"), "the seed", 0),
     )
+
+
+def _integer(value: Any, what: str, lowest: int) -> int:
+    """``value`` as an int of at least ``lowest`` (below 2**63), else one line.
+
+    Example:
+        >>> _integer("12", "the seed", 0)
+        12
+        >>> _integer(2.5, "the seed", 0)
+        Traceback (most recent call last):
+        ...
+        pyhf_dask.exceptions.InvalidOption: the seed must be an integer of at least 0, got 2.5
+    """
+    number: int | None = None
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        number = int(value)
+    elif isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        number = int(value.strip())
+    if number is None or not lowest <= number < 2**63:
+        msg = f"{what} must be an integer of at least {lowest}, got {value!r}"
+        raise InvalidOption(msg)
+    return number
 
 
 def active_workers(scheduler: Any = None) -> int:

@@ -225,6 +225,8 @@ def _check_slices(
 
 def _check_result(ds: xr.Dataset) -> None:
     missing = [v for v in ("CLs_obs", "CLs_exp") if v not in ds]
+    if {"p0_obs", "p0_exp"} <= set(ds.data_vars):  # a discovery scan (q0): p0 per curve
+        missing = []
     if missing or "point" not in ds.dims:
         msg = f"not a pyhf_dask result: missing {', '.join(missing) or 'the point dimension'}"
         raise InputError(msg)
@@ -308,7 +310,10 @@ def select_plane(
         obs, exp = ds["upper_limit_obs"], ds["upper_limit_exp"]
     else:
         chosen, poi_value = _pick_poi(ds, poi)
-        obs, exp = chosen["CLs_obs"], chosen["CLs_exp"]
+        if "CLs_obs" in chosen:
+            obs, exp = chosen["CLs_obs"], chosen["CLs_exp"]
+        else:  # a discovery scan (q0): p0 takes the place of CLs
+            obs, exp = chosen["p0_obs"], chosen["p0_exp"]
     values = {"obs": np.asarray(obs.values, dtype=float)[mask]}
     for curve, band in _BAND.items():
         values[curve] = np.asarray(exp.sel(band=band).values, dtype=float)[mask]

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["plot_brazil", "plot_upper_limits"]
+__all__ = ["plot_brazil", "plot_significance_map", "plot_upper_limits"]
 
 
 def _point_index(ds: xr.Dataset, point: int | str) -> int:
@@ -143,6 +143,16 @@ def plot_brazil(
         expected = float(one["upper_limit_exp"].sel(band=0).values)
         if np.isfinite(limit):
             ax.axvline(limit, color=OBS_COLOR, ls=":", lw=1.5, label=f"Observed limit: {limit:.3g}")
+        else:  # outside the scan: said as such, never drawn at the grid's end
+            good = obs[np.isfinite(obs)]
+            side = (
+                f"above {mu.max():g}"
+                if good.size and (good > 1 - cl).all()
+                else f"below {mu.min():g}"
+                if good.size and (good < 1 - cl).all()
+                else "none"
+            )
+            ax.plot([], [], " ", label=f"Observed limit: {side}")
         if np.isfinite(expected):
             ax.axvline(
                 expected, color="0.3", ls=":", lw=1.5, label=f"Expected limit: {expected:.3g}"
@@ -208,6 +218,78 @@ def plot_upper_limits(
         plane,
         ds,
         f"Upper limits on {ds.attrs.get('poi_name') or 'the POI'!s}",
+        symbols=symbols,
+        kinematic_limit=kinematic_limit,
+    )
+    legend(ax, title=analysis_text(label, energy=energy, lumi=lumi))
+    return finish(ax, save_figure)
+
+
+def plot_significance_map(
+    ds: xr.Dataset,
+    *,
+    curve: str = "obs",
+    levels: tuple[float, ...] = (3.0, 5.0),
+    x: str | None = None,
+    y: str | None = None,
+    where: Mapping[str, SliceValue] | None = None,
+    symbols: bool = False,
+    label: str | None = None,
+    energy: float | None = None,
+    lumi: float | None = None,
+    kinematic_limit: float | None = None,
+    mix_slices: bool = False,
+    resolution: int = 200,
+    ax: Axes | None = None,
+    save_figure: str | os.PathLike[str] | None = None,
+) -> Figure:
+    """Map of the discovery significance ``Z = Phi^-1(1 - p0)`` of a ``test_stat="q0"`` scan.
+
+    The colour is each point's Z (``curve``: ``obs`` or an expected curve, ``exp``,
+    ``exp-1``, ...); the lines are where Z equals each of ``levels`` (3 and 5 sigma), found
+    as the exclusion contours are (Z interpolated on the Delaunay triangulation of the
+    points; nothing is drawn outside their hull). Other options as in
+    :func:`pyhf_dask.plots.plot_exclusion`.
+
+    Example:
+        >>> fig = plot_significance_map(pyhf_dask.scan(grid, test_stat="q0"))  # doctest: +SKIP
+    """
+    mpl = require("matplotlib", "plot")
+    from scipy.stats import norm
+
+    if "p0_obs" not in ds:
+        msg = "a significance map needs a discovery scan (--test-stat q0)"
+        raise InvalidOption(msg)
+    plane = select_plane(ds, x=x, y=y, where=where, mix_slices=mix_slices)
+    if curve not in plane.values:
+        msg = f"unknown curve {curve!r} (choose from: {', '.join(plane.values)})"
+        raise InvalidOption(msg)
+    ax = new_axes(ax)
+    ok = plane.usable(curve)
+    z = norm.isf(plane.values[curve][ok])
+    norm_z = mpl.colors.Normalize(vmin=0.0, vmax=max(5.0, float(np.nanmax(z, initial=0.0))))
+    mappable = _colour_points(ax, plane, ok, z, norm_z, "magma_r", "Failed fits")
+    styles = ("-", "--", ":", "-.")
+    for k, level in enumerate(levels):
+        found = trace(plane, curves=(curve,), cl=float(norm.cdf(level)), resolution=resolution)
+        for i, line in enumerate(found.contours[0].lines):
+            ax.plot(
+                line[:, 0],
+                line[:, 1],
+                color=OBS_COLOR if curve == "obs" else EXP_COLOR,
+                ls=styles[k % len(styles)],
+                lw=2.0,
+                zorder=3,
+                label=f"Z = {level:g}" if i == 0 else None,
+            )
+    name = "observed" if curve == "obs" else f"expected ({curve})"
+    fig = ax.get_figure(root=True)
+    fig.colorbar(mappable, ax=ax, label=f"Z, {name}")  # type: ignore[union-attr]
+    _dress_plane(
+        ax,
+        plane,
+        ds,
+        f"Discovery significance, {name}",
         symbols=symbols,
         kinematic_limit=kinematic_limit,
     )

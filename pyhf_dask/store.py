@@ -12,8 +12,11 @@ inputs and settings are those the store was made with.
 One writer per store: a scan holds the lock ``.pyhf_dask.lock`` in the store for as long
 as it runs (:mod:`pyhf_dask.store_lock`). A second scan, ``resume``, ``retry_failed`` or
 ``overwrite`` on a locked store is refused with a message naming the owner; a lock left by
-a scan that died (its pid no longer runs on this host) is reported as stale and taken over
-only with ``break_lock=True`` (``--break-lock``). ``overwrite`` deletes only a store made
+a scan that died (its pid no longer runs on this host) is stale and taken over with a
+warning; ``break_lock=True`` (``--break-lock``) takes over a lock of another host only.
+A missing chunk file reads as ``pending`` and is refitted on resume
+(:mod:`pyhf_dask.store_read`); a store with a text ``status`` (an older version) is
+refused for resume. ``overwrite`` deletes only a store made
 by pyhf_dask (a Zarr group with pyhf_dask's attributes), never another folder.
 
 Example:
@@ -48,7 +51,13 @@ from pyhf_dask.plan import ScanPlan, resolve_plan
 from pyhf_dask.results import STATUS_FLAGS, TEXT, as_text, encode_status, status_names
 from pyhf_dask.scan import scan_plan
 from pyhf_dask.store_lock import LOCK_NAME, lock_store, only_lock
-from pyhf_dask.store_read import PENDING, is_result_store, open_store
+from pyhf_dask.store_read import (
+    PENDING,
+    STORE_FORMAT,
+    escape_text,
+    is_result_store,
+    open_store,
+)
 
 __all__ = [
     "LOCK_NAME",
@@ -78,13 +87,30 @@ MATCHED_ATTRS = (
     "scipy_tolerance",
     "cl",
     "labels",
+    "upper_limit",
+    "limit_rtol",
+    "limit_curves",
+    "ntoys",
+    "seed",
 )
 #: Written in this order; ``status`` last, as the commit mark of a point.
 _ORDER = (
     "CLs_obs",
     "CLs_exp",
+    "p0_obs",
+    "p0_exp",
+    "Z_obs",
+    "Z_exp",
     "upper_limit_obs",
     "upper_limit_exp",
+    "limit_status",
+    "CLs_obs_err",
+    "CLsb_obs",
+    "CLsb_obs_err",
+    "CLb_obs",
+    "CLb_obs_err",
+    "ntoys",
+    "ntoys_failed",
     "message",
     "fit_time",
     "status",
@@ -107,20 +133,45 @@ def _template(lazy: xr.Dataset) -> xr.Dataset:
         elif name == "message":
             values = np.full(var.shape, "", dtype=TEXT)
         else:
-            values = np.full(var.shape, np.nan, dtype=var.dtype)
+            # floats NaN; integer flags (limit_status) -1 until their point is written
+            fill = np.nan if var.dtype.kind == "f" else -1
+            values = np.full(var.shape, fill, dtype=var.dtype)
         data[name] = (var.dims, values, var.attrs)
-    return xr.Dataset(data, coords=dict(lazy.coords), attrs=lazy.attrs)
+    attrs = {**lazy.attrs, "store_format": STORE_FORMAT}
+    return xr.Dataset(data, coords=dict(lazy.coords), attrs=attrs)
 
 
 def _create(lazy: xr.Dataset, path: Path) -> None:
-    template = _template(lazy)
+    template = escape_text(_template(lazy))  # file names as data: any bytes survive, escaped
     size = int(lazy.attrs["chunk_size"])
-    encoding = {
-        name: {"chunks": (min(size, var.shape[0]), *var.shape[1:])}
+    encoding: dict[str, dict[str, Any]] = {
+        str(name): {"chunks": (min(size, var.shape[0]), *var.shape[1:])}
         for name, var in template.data_vars.items()
     }
+    # a status chunk that is missing reads as pending (never as converged), and every chunk
+    # is written, also one equal to the fill value, so that a missing one is damage
+    encoding["status"]["fill_value"] = STATUS_FLAGS.index(PENDING)
     # mode "a": the folder exists already and holds this scan's lock file
-    template.to_zarr(os.fspath(path), mode="a", encoding=encoding, consolidated=False)
+    template.to_zarr(
+        os.fspath(path),
+        mode="a",
+        encoding=encoding,
+        consolidated=False,
+        write_empty_chunks=True,
+    )
+    _consolidate(path)
+
+
+def _consolidate(path: Path) -> None:
+    """Consolidated metadata, so that ``xr.open_zarr(path)`` reads the store without its
+    warning. The metadata do not change after creation (chunks are written into arrays
+    that exist), so it stays true while the store fills."""
+    import warnings
+
+    zarr = require("zarr", "zarr")
+    with warnings.catch_warnings():  # "not part of the Zarr format 3 specification"
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        zarr.consolidate_metadata(os.fspath(path))
 
 
 class StoreWriter(Callback):
@@ -165,7 +216,8 @@ class StoreWriter(Callback):
         names = [n for n in _ORDER if n in self.group]
         for name in names:
             value = extract(result, name, self.poi_values, self.cl, self.squeeze)
-            array = self.group[name]
+            # every chunk on disk, also one of fill values: a missing chunk is damage
+            array = self.group[name].with_config({"write_empty_chunks": True})
             selection = (idx,) + (slice(None),) * (array.ndim - 1)
             if name == "status":
                 value = encode_status(value)
@@ -187,11 +239,19 @@ def plan_resume(store: xr.Dataset, lazy: xr.Dataset, *, retry_failed: bool) -> R
                 f"use the same inputs and settings, or a new output"
             )
             raise SettingsMismatch(msg)
-    old, new = np.atleast_1d(store["poi"].values), np.atleast_1d(lazy["poi"].values)
+    # a discovery scan (q0) has no poi coordinate: POI = 0 by definition
+    old = np.atleast_1d(store["poi"].values) if "poi" in store.coords else np.zeros(0)
+    new = np.atleast_1d(lazy["poi"].values) if "poi" in lazy.coords else np.zeros(0)
     if old.shape != new.shape or not np.allclose(old, new, rtol=0, atol=0):
         msg = (
             f"the store was made with POI values {old.tolist()}, this scan has "
             f"{new.tolist()}; use the same inputs and settings, or a new output"
+        )
+        raise SettingsMismatch(msg)
+    if store["status"].dtype.kind in "OSUT":
+        msg = (
+            "the store was written by an older pyhf-dask (status stored as text) and cannot "
+            "be resumed: scan into a new output (the store can still be read and plotted)"
         )
         raise SettingsMismatch(msg)
     status = status_names(store["status"])
@@ -283,8 +343,8 @@ def store_plan(
         resume: continue an existing store (only missing points are fitted).
         retry_failed: with ``resume``, fit the failed points again too.
         overwrite: replace an existing store made by pyhf_dask instead of refusing.
-        break_lock: take over the store's lock left by a scan that died (or held by one
-            that runs elsewhere).
+        break_lock: take over the store's lock held by a scan on another host (a lock
+            left by a scan that died on this host is taken over without it).
         scheduler: any ``scheduler=`` for ``dask.compute``. One that runs no local
             callbacks (a plain ``distributed.Client``) has its chunks written at the end.
         on_write: called with the number of points written after each chunk.

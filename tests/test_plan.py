@@ -67,10 +67,10 @@ def test_auto_chunks_are_sized_for_the_workers(grid):
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"test_stat": "q0"}, "unknown test statistic 'q0'"),
+        ({"test_stat": "qmu"}, "unknown test statistic 'qmu'"),  # q0: issue 21
         ({"normsys_interpcode": "code2"}, "unknown normsys interpolation code"),
         ({"histosys_interpcode": "code1"}, "unknown histosys interpolation code"),
-        ({"calctype": "toybased"}, "unknown calculator"),
+        ({"calctype": "hybrid"}, "unknown calculator"),  # toybased: issue 20
         ({"kernel": "numba"}, "unknown kernel 'numba'"),
         ({"cl": 1.5}, "confidence level must be between 0 and 1"),
         ({"chunk_size": 0}, "chunk size must be a positive integer"),
@@ -89,7 +89,7 @@ def test_invalid_settings_are_one_line_invalid_option(grid, kwargs, match):
 
 
 def test_a_bad_setting_is_refused_like_a_bad_argument(grid):
-    with dask.config.set({"pyhf-dask.test-stat": "q0"}), pytest.raises(InvalidOption):
+    with dask.config.set({"pyhf-dask.test-stat": "qmu"}), pytest.raises(InvalidOption):
         resolve_plan(grid)
 
 

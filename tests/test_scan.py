@@ -84,7 +84,7 @@ def test_test_stat_q(seed_grid, seed_workspace):
 @pytest.mark.parametrize(
     ("option", "value"),
     [
-        ("test_stat", "q0"),
+        ("test_stat", "qmu"),  # q0 is supported since issue 21 (tests/test_q0.py)
         ("normsys_interpcode", "code9"),
         ("kernel", "torch"),
         ("chunk_size", 0),

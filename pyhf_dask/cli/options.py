@@ -21,7 +21,7 @@ import click
 
 from pyhf_dask import config
 from pyhf_dask.executors import EXECUTORS
-from pyhf_dask.plan import HISTOSYS_CODES, NORMSYS_CODES, TEST_STATS
+from pyhf_dask.plan import CALCTYPES, HISTOSYS_CODES, NORMSYS_CODES, TEST_STATS, UPPER_LIMITS
 
 __all__ = [
     "EXECUTOR",
@@ -130,6 +130,12 @@ INPUT = OptionGroup(
     ),
     _option("--labels", help="Names of the coordinates in patch file names, e.g. msb,mn2,mn1."),
     _option(
+        "--ignore-digest",
+        is_flag=True,
+        help="Use a patchset whose digests do not match the workspace (e.g. made for a "
+        "simplified likelihood), with a warning [default: refused].",
+    ),
+    _option(
         "--max-bins",
         type=click.IntRange(min=1),
         setting="max-bins",
@@ -158,6 +164,25 @@ FIT = OptionGroup(
     ),
     _option(
         "--test-stat", type=click.Choice(TEST_STATS), setting="test-stat", help="Test statistic."
+    ),
+    _option(
+        "--calctype",
+        type=click.Choice(CALCTYPES),
+        setting="calctype",
+        help="CLs from asymptotic formulas or from toys (pseudo-experiments; docs/TOYS.md).",
+    ),
+    # plain strings: a bad value is refused in one line by the plan (exit status 2)
+    _option(
+        "--ntoys",
+        metavar="N",
+        setting="ntoys",
+        help="Toys per hypothesis and POI value (--calctype toybased).",
+    ),
+    _option(
+        "--seed",
+        metavar="S",
+        setting="seed",
+        help="Seed of the toys: the same seed gives the same CLs (--calctype toybased).",
     ),
     _option(
         "--normsys-interpcode",
@@ -196,6 +221,35 @@ FIT = OptionGroup(
         type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
         setting="cl",
         help="Confidence level of upper limits.",
+    ),
+    _option(
+        "--upper-limit",
+        type=click.Choice(UPPER_LIMITS),
+        help="root: every point's observed and expected upper limits by a batched root "
+        "search, no --poi-value grid needed (NaN with limit_status where a limit lies "
+        "outside the POI's bounds).",
+    ),
+    _option(
+        "--limit-rtol",
+        type=click.FloatRange(min=0, max=0.1, min_open=True, max_open=True),
+        setting="limit-rtol",
+        help="Relative tolerance of the --upper-limit root search (pyhf's default).",
+    ),
+    _option(
+        "--observed-only",
+        "curves",
+        flag_value="observed",
+        default=None,
+        help="With --upper-limit root: the observed limit only (2 fits per search step "
+        "instead of 7; expected limits NaN).",
+    ),
+    _option(
+        "--expected-only",
+        "curves",
+        flag_value="expected",
+        default=None,
+        help="With --upper-limit root: the expected limits only (5 fits per step instead "
+        "of 7; the observed limit NaN).",
     ),
     _option(
         "--chunk-size",
@@ -279,12 +333,19 @@ OUTPUT = OptionGroup(
     _option(
         "--break-lock",
         is_flag=True,
-        help="Take over a .zarr output whose lock was left by a scan that died.",
+        help="Take over a .zarr output locked by a scan on another host (a dead scan's "
+        "lock on this host is taken over without it).",
     ),
     _option(
         "--fail-on-error",
         is_flag=True,
         help="Exit with status 3 when any point failed or is partial.",
+    ),
+    _option(
+        "--json",
+        "json_stdout",
+        is_flag=True,
+        help="Print the results as JSON on standard output (as pyhf cls does), not the table.",
     ),
     _option(
         "--table/--no-table",

@@ -44,6 +44,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _OUTPUT_SUFFIXES = (".nc", ".zarr")
+#: Outputs written as tables of CLs, limits and statuses (:mod:`pyhf_dask.export`).
+_TABLE_SUFFIXES = (".json", ".csv")
 #: Exit status after Ctrl-C (SIGINT); SIGTERM gives 143 and SIGHUP 129 (128 + signal).
 EXIT_INTERRUPTED = 130
 #: Signals handled like Ctrl-C: finished points kept, engines stopped, resume printed.
@@ -60,12 +62,12 @@ class _Stopped(KeyboardInterrupt):
 
 
 @click.command()
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @INPUT
 @FIT
 @EXECUTOR
 @OUTPUT
-def scan(inputs: tuple[Path, ...], **params: Any) -> None:
+def scan(inputs: tuple[str, ...], **params: Any) -> None:
     """Scan a signal grid and write CLs per point.
 
     \b
@@ -73,6 +75,9 @@ def scan(inputs: tuple[Path, ...], **params: Any) -> None:
       BKG_ONLY.json PATCHSET.json           a pyhf PatchSet
       BKG_ONLY.json patch.A.json ...        HEPData jsonpatch files
       DIR_OR_ARCHIVE [--region NAME]        a folder or .tar.gz with BkgOnly.json + patches
+      URL_OR_DOI [--region NAME]            an archive downloaded once (cached), e.g.
+                                            https://doi.org/10.17182/hepdata.90607.v3/r3
+      WORKSPACE.json                        one workspace with its signal: one point
     """
     import dask
 
@@ -97,13 +102,22 @@ def scan(inputs: tuple[Path, ...], **params: Any) -> None:
             click.echo(interrupted(output, to_store, signum), err=True)
             sys.exit(128 + signum)
     if output is not None and not to_store:
-        write_netcdf(ds, output)
+        if output.suffix in _TABLE_SUFFIXES:
+            from pyhf_dask import export
+
+            (export.write_json if output.suffix == ".json" else export.write_csv)(ds, output)
+        else:
+            write_netcdf(ds, output)
+    if out["json_stdout"]:
+        from pyhf_dask.export import to_json
+
+        click.echo(to_json(ds))
     report(
         ds,
         output=output,
         elapsed=time.perf_counter() - start,
         fitted=sum(fitted) if to_store else None,
-        table=out["table"],
+        table=False if out["json_stdout"] else out["table"],
         fail_on_error=out["fail_on_error"],
     )
 
@@ -199,8 +213,8 @@ def _run(
         scheduler = scheduler.open()
     progress = params["progress"]
     show_progress = sys.stderr.isatty() if progress is None else progress
-    with _progress(show_progress):
-        plan = plan_from_options(grid, params, scheduler=scheduler, output=output)
+    plan = plan_from_options(grid, params, scheduler=scheduler, output=output)
+    with _progress(show_progress, _points_to_fit(plan, params, output)):
         log.info(
             "scanning %d points with kernel %s in %d task(s) of up to %d points",
             len(grid),
@@ -232,8 +246,11 @@ def _check_output(
     **_: Any,
 ) -> bool:
     """Refuse, before any fit, output options that do not fit together; ``True``: a store."""
-    if output is not None and output.suffix not in _OUTPUT_SUFFIXES:
-        msg = f"{output}: output must end in {' or '.join(_OUTPUT_SUFFIXES)}"
+    if output is not None and output.suffix not in (*_OUTPUT_SUFFIXES, *_TABLE_SUFFIXES):
+        msg = (
+            f"{output}: output must end in {' or '.join(_OUTPUT_SUFFIXES)} (the result), "
+            f"or {' or '.join(_TABLE_SUFFIXES)} (a table of CLs, limits and statuses)"
+        )
         raise InvalidOption(msg)
     to_store = output is not None and output.suffix == ".zarr"
     if (resume or retry_failed or overwrite or break_lock) and not to_store:
@@ -282,7 +299,9 @@ def write_netcdf(ds: xr.Dataset, output: Path) -> None:
         OutputError: the output could not be written (the message names the rescue file).
     """
     from pyhf_dask.results import to_netcdf
+    from pyhf_dask.store_read import escape_text
 
+    ds = escape_text(ds)  # file names as data: any bytes survive, escaped
     tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
     try:
         to_netcdf(ds, tmp)
@@ -331,16 +350,24 @@ def _stop_signals() -> Iterator[None]:
 
 
 def _load_grid(
-    inputs: tuple[Path, ...],
+    inputs: tuple[str, ...],
     *,
     region: str | None,
     labels: str | None,
     patterns: tuple[str, ...],
+    ignore_digest: bool = False,
     **_: Any,
 ) -> SignalGrid:
+    from pyhf_dask.reading import check_input_path
+
     names = labels.split(",") if labels else None
+    for path in inputs:  # a FIFO or a device (/dev/zero) as an argument: refused at once
+        check_input_path(path)
     try:
-        return SignalGrid.from_inputs(list(inputs), region=region, labels=names).select(patterns)
+        grid = SignalGrid.from_inputs(
+            list(inputs), region=region, labels=names, ignore_digest=ignore_digest
+        )
+        return grid.select(patterns)
     except PyhfDaskError:
         raise
     except (KeyError, TypeError, AttributeError, IndexError, ValueError) as exc:
@@ -349,12 +376,25 @@ def _load_grid(
         raise InputError(msg) from exc
 
 
+def _points_to_fit(plan: ScanPlan, params: dict[str, Any], output: Path | None) -> int:
+    """Points this run fits: the grid's, or a resumed store's pending (and failed) ones."""
+    from pyhf_dask.store import is_result_store, open_store
+
+    if output is None or not params["resume"] or not is_result_store(output):
+        return len(plan.grid)
+    from pyhf_dask.results import status_names
+
+    left = ("pending", "failed", "partial") if params["retry_failed"] else ("pending",)
+    return sum(s in left for s in status_names(open_store(output)["status"]).tolist())
+
+
 @contextlib.contextmanager
-def _progress(enabled: bool) -> Any:
+def _progress(enabled: bool, total: int) -> Any:
+    """Points fitted, rate and time left on stderr (:class:`pyhf_dask.progress.PointProgress`)."""
     if not enabled:
         yield
         return
-    from dask.diagnostics import ProgressBar
+    from pyhf_dask.progress import PointProgress
 
-    with ProgressBar(out=sys.stderr):
+    with PointProgress(total):
         yield

@@ -28,7 +28,11 @@ __all__ = [
     "BAND",
     "FIELDS",
     "KERNELS",
+    "LIMIT_FIELDS",
+    "LIMIT_STATUS",
     "STATUS",
+    "TOY_FIELDS",
+    "TOY_KERNELS",
     "FitOptions",
     "empty_result",
     "fit_chunk",
@@ -48,6 +52,34 @@ FIELDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "message": ("object", ()),
     "fit_time": ("float64", ()),
 }
+
+#: Fields of a kernel's result with ``upper_limit="root"`` (:data:`FIELDS` plus these).
+#: ``limit_status`` per point: 0 every limit found, 1 CLs above 1 - cl up to the highest POI
+#: searched (no root: limit above the range), 2 CLs below 1 - cl already at the lowest POI
+#: (limit below the range), 3 the fits of the search could not be certified.
+LIMIT_FIELDS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "upper_limit_obs": ("float64", ()),
+    "upper_limit_exp": ("float64", ("band",)),
+    "limit_status": ("int8", ()),
+}
+#: Meanings of the ``limit_status`` values 0, 1, 2, 3.
+LIMIT_STATUS = ("found", "above_range", "below_range", "failed")
+
+#: Fields of a kernel's result with ``calctype="toybased"`` (:data:`FIELDS` plus these):
+#: the p-values of the observed statistic and their Monte Carlo standard errors, the toys
+#: drawn per hypothesis and the toy fits not certified (both hypotheses), per POI value
+#: (:mod:`pyhf_dask.kernels.jax_toys`; counts are -1 where nothing was drawn).
+TOY_FIELDS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "CLs_obs_err": ("float64", ("poi",)),
+    "CLsb_obs": ("float64", ("poi",)),
+    "CLsb_obs_err": ("float64", ("poi",)),
+    "CLb_obs": ("float64", ("poi",)),
+    "CLb_obs_err": ("float64", ("poi",)),
+    "ntoys": ("int64", ("poi",)),
+    "ntoys_failed": ("int64", ("poi",)),
+}
+#: Kernel name -> "module:function" of its toy-based calculator.
+TOY_KERNELS = {"jax": "pyhf_dask.kernels.jax_toys:hypotest_chunk"}
 
 #: Kernel name -> "module:function".
 KERNELS = {
@@ -72,6 +104,18 @@ class FitOptions(NamedTuple):
     device: str | None = None
     #: Tolerance of the reference kernel's SciPy optimizer (``None``: pyhf's default).
     scipy_tolerance: float | None = None
+    #: ``"root"``: each point's upper limits by a root search (:mod:`pyhf_dask.kernels.limits`).
+    upper_limit: str | None = None
+    #: Relative tolerance of the root search (pyhf's ``toms748_scan`` default).
+    limit_rtol: float = 1e-4
+    #: Confidence level of the root-searched limits (CLs = 1 - cl).
+    cl: float = 0.95
+    #: Limits searched: ``"all"``, ``"observed"`` or ``"expected"`` (the others are NaN).
+    curves: str = "all"
+    #: Toys per hypothesis and POI value (``calctype="toybased"``).
+    ntoys: int = 1000
+    #: The user's seed of every toy stream (``calctype="toybased"``).
+    seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form for task arguments."""
@@ -142,15 +186,30 @@ def get_kernel(name: str) -> Kernel:
     return kernel
 
 
-def empty_result(n_points: int, n_poi: int) -> dict[str, np.ndarray]:
-    """A result of ``n_points`` points, all NaN and ``"failed"``, to be filled in."""
-    return {
+def empty_result(
+    n_points: int, n_poi: int, *, limits: bool = False, toys: bool = False
+) -> dict[str, np.ndarray]:
+    """A result of ``n_points`` points, all NaN and ``"failed"``, to be filled in.
+
+    ``limits``: with the :data:`LIMIT_FIELDS` of ``upper_limit="root"`` (NaN, ``failed``).
+    ``toys``: with the :data:`TOY_FIELDS` of ``calctype="toybased"`` (NaN, counts -1).
+    """
+    out = {
         "CLs_obs": np.full((n_points, n_poi), np.nan),
         "CLs_exp": np.full((n_points, n_poi, len(BAND)), np.nan),
         "status": np.full(n_points, "failed", dtype=FIELDS["status"][0]),
         "message": np.full(n_points, "", dtype=object),
         "fit_time": np.full(n_points, np.nan),
     }
+    if limits:
+        out["upper_limit_obs"] = np.full(n_points, np.nan)
+        out["upper_limit_exp"] = np.full((n_points, len(BAND)), np.nan)
+        out["limit_status"] = np.full(n_points, LIMIT_STATUS.index("failed"), dtype=np.int8)
+    if toys:
+        for name, (dtype, _) in TOY_FIELDS.items():
+            fill = -1 if dtype == "int64" else np.nan
+            out[name] = np.full((n_points, n_poi), fill, dtype=dtype)
+    return out
 
 
 def fit_chunk(
@@ -180,12 +239,28 @@ def fit_chunk(
     chunk = materialize(patches)
     n_poi = len(complete["poi_values"])
     try:
-        func = get_kernel(kernel)
+        func = _toy_kernel(kernel) if complete["calctype"] == "toybased" else get_kernel(kernel)
         return _no_silent_nan(func(workspace, chunk, complete))
     except Exception as exc:  # a kernel bug or a broken worker must not lose the chunk
-        result = empty_result(len(chunk), n_poi)
+        result = empty_result(
+            len(chunk),
+            n_poi,
+            limits=complete["upper_limit"] == "root",
+            toys=complete["calctype"] == "toybased",
+        )
         result["message"][:] = f"kernel {kernel!r} failed on the chunk: {type(exc).__name__}: {exc}"
         return result
+
+
+def _toy_kernel(name: str) -> Kernel:
+    """The toy-based calculator of kernel ``name`` (:data:`TOY_KERNELS`)."""
+    if name not in TOY_KERNELS:
+        msg = f"toy-based CLs need one of the kernels {', '.join(TOY_KERNELS)}, not {name!r}"
+        raise InvalidOption(msg)
+    get_kernel(name)  # its optional dependencies
+    module, _, func = TOY_KERNELS[name].partition(":")
+    kernel: Kernel = getattr(importlib.import_module(module), func)
+    return kernel
 
 
 def _no_silent_nan(result: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import log_ndtr
 
-__all__ = ["cls_from_fits"]
+__all__ = ["cls_from_fits", "p0_from_fits"]
 
 #: The expected band: +2, +1, 0, -1, -2 standard deviations (pyhf's order).
 _BAND_NSIGMA = np.array([2.0, 1.0, 0.0, -1.0, -2.0])
@@ -44,8 +44,11 @@ def cls_from_fits(
         test_stat: ``"qtilde"`` or ``"q"``.
 
     Returns:
-        ``CLs_obs`` ``(n, n_poi)`` and ``CLs_exp`` ``(n, n_poi, 5)``.
+        ``CLs_obs`` ``(n, n_poi)`` and ``CLs_exp`` ``(n, n_poi, 5)``; for ``"q0"``, the
+        discovery p-values instead (:func:`p0_from_fits`).
     """
+    if test_stat == "q0":
+        return p0_from_fits(obs_value, obs_muhat, asimov_value, asimov_muhat)
     mu = poi_values[None, :]
     tmu = np.clip(obs_value[:, 2:] - obs_value[:, 1:2], 0.0, None)
     qmu = np.where(obs_muhat[:, None] > mu, 0.0, tmu)
@@ -71,3 +74,47 @@ def cls_from_fits(
     cls_obs = np.where(nan | nan_a, np.nan, cls_obs)
     cls_exp = np.where(nan_a[..., None], np.nan, cls_exp)
     return cls_obs, cls_exp
+
+
+def p0_from_fits(
+    obs_value: np.ndarray,
+    obs_muhat: np.ndarray,
+    asimov_value: np.ndarray,
+    asimov_muhat: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Discovery p-values (``test_stat="q0"``) from fitted ``-2 log L``, as pyhf returns them.
+
+    pyhf 0.7.6's ``hypotest(0.0, ..., test_stat="q0")`` (``infer/calculators.py``,
+    ``infer/test_statistics.py``): ``q0 = -2 log L(mu=0) + 2 log L(free)`` (0 where the
+    best-fit POI is negative); the Asimov data are made at POI = 1 (the fixed fit at 1 on
+    the data); ``sqrt(q0_A)`` from the same fits on them. The observed p0 is ``CLsb`` =
+    ``Phi(-sqrt(q0))``, the expected band ``Phi(-(n + sqrt(q0_A)))`` for
+    ``n = 2, 1, 0, -1, -2`` (pyhf's ``CLsb_exp``; ``band = -2`` is pyhf's first entry).
+
+    Args:
+        obs_value: ``(n, 3)``: fixed POI=1 (the Asimov parameters), free, fixed POI=0 (data).
+        obs_muhat: ``(n,)`` best-fit POI on the data.
+        asimov_value: ``(n, 2)``: free, fixed POI=0 (Asimov data at POI = 1).
+        asimov_muhat: ``(n,)`` best-fit POI on the Asimov data.
+
+    Returns:
+        ``p0_obs`` ``(n, 1)`` and ``p0_exp`` ``(n, 1, 5)``.
+
+    Example:
+        >>> o, e = p0_from_fits(np.array([[9.0, 0.0, 4.0]]), np.ones(1),
+        ...                     np.array([[0.0, 9.0]]), np.ones(1))
+        >>> round(float(o[0, 0]), 6), round(float(e[0, 0, 2]), 6)  # Phi(-2), Phi(-3)
+        (0.02275, 0.00135)
+    """
+    q0 = np.clip(obs_value[:, 2:3] - obs_value[:, 1:2], 0.0, None)
+    q0 = np.where(obs_muhat[:, None] < 0.0, 0.0, q0)
+    q0_a = np.clip(asimov_value[:, 1:2] - asimov_value[:, 0:1], 0.0, None)
+    q0_a = np.where(asimov_muhat[:, None] < 0.0, 0.0, q0_a)
+    p0_obs = np.exp(log_ndtr(-np.sqrt(q0)))
+    band = _BAND_NSIGMA[None, None, :]
+    p0_exp = np.exp(log_ndtr(-(band + np.sqrt(q0_a)[..., None])))
+    nan = ~(np.isfinite(obs_value[:, 1:2]) & np.isfinite(obs_value[:, 2:3]))
+    nan_a = ~(np.isfinite(asimov_value[:, 0:1]) & np.isfinite(asimov_value[:, 1:2]))
+    p0_obs = np.where(nan, np.nan, p0_obs)
+    p0_exp = np.where(nan_a[..., None] | np.isnan(obs_value[:, 0:1])[..., None], np.nan, p0_exp)
+    return p0_obs, p0_exp

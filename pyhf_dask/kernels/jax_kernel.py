@@ -31,7 +31,7 @@ from pyhf_dask.cache import cache_root
 from pyhf_dask.grid import Patch
 from pyhf_dask.kernels import empty_result
 from pyhf_dask.kernels.asymptotics import cls_from_fits
-from pyhf_dask.kernels.evidence import fit_detail, fit_evidence
+from pyhf_dask.kernels.evidence import disagreement, fit_detail, fit_evidence
 from pyhf_dask.kernels.jax_batch import batch_size, run_rows
 from pyhf_dask.kernels.jax_check import structure_verdict
 from pyhf_dask.kernels.jax_vector import Group, Stack, build_chunk, stack_groups
@@ -105,7 +105,7 @@ def _run_group(stack: Stack, options: dict[str, Any], device: Any) -> dict[str, 
 
     from pyhf_dask.kernels.jax_export import call
     from pyhf_dask.kernels.jax_fit import FitSettings, asimov_batch, fit_batch, sides_batch
-    from pyhf_dask.kernels.jax_starts import consistency_gap, fit_family
+    from pyhf_dask.kernels.jax_starts import consistency_gap, fit_family, more_starts, moved
 
     settings = FitSettings(options["normsys_interpcode"], options["histosys_interpcode"])
     dims = stack.dims
@@ -135,7 +135,8 @@ def _run_group(stack: Stack, options: dict[str, Any], device: Any) -> dict[str, 
     n_poi = len(mus)
     kinked = _kinked(batched, settings)
     probe = sides if kinked is not None else None
-    # fits on the data: POI=0 (Asimov parameters), free, POI at each value
+    # fits on the data: POI=0 (Asimov parameters; POI=1 for q0, as pyhf), free, each value
+    asimov_mu = 1.0 if options["test_stat"] == "q0" else 0.0
     obs = fit_family(
         fit,
         batched,
@@ -143,14 +144,15 @@ def _run_group(stack: Stack, options: dict[str, Any], device: Any) -> dict[str, 
         batched["init"],
         batched["data"],
         batched["aux"],
-        np.concatenate([[0.0, np.nan], mus]),
+        np.concatenate([[asimov_mu, np.nan], mus]),
         size,
         kinked,
         probe,
     )
     theta0 = obs["theta"][:, 0]
     asi_data = run_rows(asimov, batched, theta0, size)
-    # fits on the Asimov data, started at the Asimov parameters: free, POI at each value
+    # fits on the Asimov data, started at the Asimov parameters: free, POI at each value,
+    # each fixed one also from pyhf's init and from the data's fit of the same POI value
     asi = fit_family(
         fit,
         batched,
@@ -162,6 +164,22 @@ def _run_group(stack: Stack, options: dict[str, Any], device: Any) -> dict[str, 
         size,
         kinked,
         probe,
+        suggested=batched["init"],
+        extra=moved(obs["theta"], 2, 1, n_poi, 1 + n_poi),
+    )
+    # and the data's fits of each POI value from the Asimov fit of that value (another
+    # basin: 1Lbb C1N2_Wh_hbb_450_50); the fit that made the Asimov data stays as it is
+    obs = more_starts(
+        fit,
+        batched,
+        poi,
+        obs,
+        batched["data"],
+        batched["aux"],
+        np.concatenate([[asimov_mu, np.nan], mus]),
+        size,
+        moved(asi["theta"], 1, 2, n_poi, 2 + n_poi),
+        kinds=range(2, 2 + n_poi),
     )
     converged = np.concatenate([obs["converged"], asi["converged"]], axis=1)
     gaps = (consistency_gap(obs["value"], 1), consistency_gap(asi["value"], 0))
@@ -186,6 +204,7 @@ def _run_group(stack: Stack, options: dict[str, Any], device: Any) -> dict[str, 
         "theta": np.concatenate([obs["theta"], asi["theta"]], axis=1),
         "value": np.concatenate([obs["value"], asi["value"]], axis=1),
         "psd": np.concatenate([obs["psd"], asi["psd"]], axis=1),
+        "spread": np.concatenate([obs["spread"], asi["spread"]], axis=1),
         "local": local,
     }
 
@@ -221,11 +240,11 @@ def hypotest_chunk(
     _configure_jax()
     poi_values = [float(v) for v in options["poi_values"]]
     n = len(patches)
-    out = empty_result(n, len(poi_values))
+    out = empty_result(n, len(poi_values), limits=options["upper_limit"] == "root")
     unsupported = None
     if options.get("calctype", "asymptotics") != "asymptotics":
         unsupported = f"calctype {options.get('calctype')!r} is not supported"
-    elif options.get("test_stat") not in ("qtilde", "q"):
+    elif options.get("test_stat") not in ("qtilde", "q", "q0"):
         unsupported = f"test statistic {options.get('test_stat')!r} is not supported"
     groups: list[Group] = []
     if unsupported is not None:
@@ -235,6 +254,8 @@ def hypotest_chunk(
 
     device = _device(options.get("device"))
     names = _fit_names(poi_values)
+    if options["test_stat"] == "q0":  # the Asimov parameters: the fit at POI = 1 (pyhf)
+        names[0] = "POI=1 on data (Asimov)"
     checked = []
     for group in groups:
         reason = structure_verdict(group.spec, options, group.model)
@@ -287,11 +308,12 @@ def _fill(
     out["CLs_obs"][index] = np.where(poi_ok, cls_obs, np.nan)
     out["CLs_exp"][index] = np.where(poi_ok[..., None], cls_exp, np.nan)
     details = [
-        fit_detail(len(names), iters, kinks, restarts)
-        for iters, kinks, restarts in zip(
+        fit_detail(len(names), iters, kinks, restarts, disagreed=disagreement(spread, names))
+        for iters, kinks, restarts, spread in zip(
             res["n_iter"].sum(axis=1).tolist(),
             res["n_kink"].max(axis=1).tolist(),
             res["restarts"].sum(axis=1).tolist(),
+            res["spread"],
             strict=True,
         )
     ]
@@ -299,6 +321,10 @@ def _fill(
     good = np.flatnonzero(all_ok)
     out["status"][index[good]] = "converged"
     out["message"][index[good]] = [details[row] for row in good.tolist()]
+    if options["upper_limit"] == "root":  # the root search reuses the free fits, Asimov data
+        from pyhf_dask.kernels.jax_limits import fill_limits
+
+        fill_limits(out, stack, options, device, res, all_ok)
     pending: dict[int, tuple[np.ndarray, str]] = {}
     for row in np.flatnonzero(~all_ok).tolist():
         i = int(index[row])
@@ -340,6 +366,9 @@ def _second_path(
         if ref["status"][0] == "converged":
             out["CLs_obs"][i, missing] = ref["CLs_obs"][0]
             out["CLs_exp"][i, missing] = ref["CLs_exp"][0]
+            for name in ("upper_limit_obs", "upper_limit_exp", "limit_status"):
+                if name in ref:  # the point's limits searched by pyhf too
+                    out[name][i] = ref[name][0]
             out["status"][i] = "fallback"
             out["message"][i] = f"{why}; {int(missing.sum())} POI value(s) by pyhf: " + str(
                 ref["message"][0]
@@ -364,6 +393,9 @@ def _fallback(
     for row, i in enumerate(index):
         out["CLs_obs"][i] = ref["CLs_obs"][row]
         out["CLs_exp"][i] = ref["CLs_exp"][row]
+        for name in ("upper_limit_obs", "upper_limit_exp", "limit_status"):
+            if name in ref:
+                out[name][i] = ref[name][row]
         status = str(ref["status"][row])
         out["status"][i] = "fallback" if status == "converged" else status
         out["message"][i] = f"computed by pyhf: {reasons[i]}; pyhf: {ref['message'][row]}"
