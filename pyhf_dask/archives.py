@@ -22,7 +22,15 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pyhf_dask.exceptions import InvalidArchive, InvalidPatch
-from pyhf_dask.reading import MB, limit, parse_json, read_capped, read_file, too_large
+from pyhf_dask.reading import (
+    MB,
+    check_input_path,
+    limit,
+    parse_json,
+    read_capped,
+    read_file,
+    too_large,
+)
 
 __all__ = [
     "PATCH_PREFIXES",
@@ -150,6 +158,7 @@ class FileTree:
 
     @classmethod
     def _from_tar(cls, path: Path) -> FileTree:
+        check_input_path(path)  # /dev/zero or a FIFO: refused before tarfile reads it
         try:
             tar = tarfile.open(path, mode="r:*")  # noqa: SIM115 (closed by the with below)
         except (tarfile.TarError, OSError) as exc:

@@ -79,6 +79,11 @@ def read_capped(stream: Any, where: str) -> bytes:
             raise too_large(where, "max-file-size", "larger than {limit}")
 
 
+def _kind(mode: int) -> str:
+    """What a file that is neither regular nor a folder is, in words."""
+    return "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+
+
 def read_file(path: str | os.PathLike[str]) -> bytes:
     """The bytes of a regular file, read with the ``max-file-size`` cap.
 
@@ -99,8 +104,7 @@ def read_file(path: str | os.PathLike[str]) -> bytes:
             msg = f"{where}: is a directory, expected a JSON file"
             raise InvalidJSON(msg)
         if not stat.S_ISREG(mode):
-            kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
-            msg = f"{where}: not a regular file ({kind}); only regular files are read"
+            msg = f"{where}: not a regular file ({_kind(mode)}); only regular files are read"
             raise InvalidJSON(msg)
         if os.fstat(fd).st_size > limit("max-file-size") * MB:
             raise too_large(where, "max-file-size", "larger than {limit}")
@@ -134,8 +138,7 @@ def check_input_path(path: str | os.PathLike[str]) -> None:
         raise InputError(msg) from exc
     if stat.S_ISDIR(mode) or stat.S_ISREG(mode):
         return
-    kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
-    msg = f"{where}: not a regular file ({kind}); only regular files and folders are read"
+    msg = f"{where}: not a regular file ({_kind(mode)}); only regular files and folders are read"
     raise InputError(msg)
 
 

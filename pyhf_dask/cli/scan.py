@@ -358,11 +358,7 @@ def _load_grid(
     ignore_digest: bool = False,
     **_: Any,
 ) -> SignalGrid:
-    from pyhf_dask.reading import check_input_path
-
     names = labels.split(",") if labels else None
-    for path in inputs:  # a FIFO or a device (/dev/zero) as an argument: refused at once
-        check_input_path(path)
     try:
         grid = SignalGrid.from_inputs(
             list(inputs), region=region, labels=names, ignore_digest=ignore_digest
